@@ -20,7 +20,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	@touch $@
 
 run: $(VENV)/.installed  ## build the default data, train the sweep, evaluate, report
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo "Report: $(CURDIR)/reports/report.html"
 
 test: $(VENV)/.installed-dev  ## lint and the whole test suite
