@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from segloss.errors import SeglossError
+
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ["patient", "slice", "split", "tumour_pixels", "height", "width", "index"]
 
@@ -50,7 +52,7 @@ class PreparedSplit:
         return len(self.images)
 
 
-class MissingPreparedData(FileNotFoundError):
+class MissingPreparedData(SeglossError, FileNotFoundError):
     """Raised when the prepared data set is absent: the prepare stage has not run."""
 
 
@@ -90,7 +92,7 @@ def load_split(prepared_dir: str | os.PathLike, split: str, *, mmap: bool = True
             raise _missing(path)
         arrays[kind] = np.load(path, mmap_mode="r" if mmap else None)
     if len(arrays["images"]) != len(rows):
-        raise ValueError(
+        raise SeglossError(
             f"{root / f'images_{split}.npy'}: {len(arrays['images'])} slices but manifest.csv "
             f"lists {len(rows)} for split {split!r}; rerun the prepare stage"
         )
