@@ -1,0 +1,70 @@
+"""Models: build an smp U-Net from a config mapping, turn stored pixels into model input.
+
+Ground floor: knows nothing of Hydra. ``preprocess`` is the ONE place that converts stored
+uint8 NHWC pixels into float model input; training, evaluation and benchmarks all call it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+IN_CHANNELS = 3
+CLASSES = 1
+
+
+def build_model(model_cfg: Mapping) -> nn.Module:
+    """An smp model (``arch``, default ``Unet``) with 3 input channels and 1 output logit.
+
+    ``encoder_weights`` defaults to ``None`` (random init, no downloads); every other key
+    (``encoder_name``, ``encoder_depth``, ``decoder_channels``, ...) goes to
+    :func:`smp.create_model`. ``name`` only labels the config and is ignored here.
+    """
+    kwargs = {k: v for k, v in dict(model_cfg).items() if k not in {"name", "arch"}}
+    if "decoder_channels" in kwargs:
+        kwargs["decoder_channels"] = tuple(kwargs["decoder_channels"])
+    kwargs.setdefault("encoder_weights", None)
+    model = smp.create_model(
+        arch=model_cfg.get("arch", "Unet"), in_channels=IN_CHANNELS, classes=CLASSES, **kwargs
+    )
+    return model.to(memory_format=torch.channels_last)
+
+
+def preprocess(x_uint8_nhwc: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,H,W,3) -> float32 (N,3,H,W) in [0, 1], channels_last memory format.
+
+    The permute of an NHWC tensor already has channels_last strides, so no copy is made
+    beyond the dtype conversion.
+    """
+    if x_uint8_nhwc.dtype != torch.uint8 or x_uint8_nhwc.ndim != 4:
+        raise ValueError(
+            f"preprocess expects a uint8 (N,H,W,3) tensor, got {x_uint8_nhwc.dtype} "
+            f"{tuple(x_uint8_nhwc.shape)}"
+        )
+    x = x_uint8_nhwc.permute(0, 3, 1, 2).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA where available, else CPU; any other name is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
+    """Rebuild a model from a ``model.pt`` checkpoint (see docs/architecture.md).
+
+    Returns the model (eval mode, channels_last, on ``device``) and the whole checkpoint dict.
+    """
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    model = build_model(checkpoint["config"]["model"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.to(device=resolve_device(str(device)), memory_format=torch.channels_last)
+    return model.eval(), checkpoint
