@@ -1,0 +1,207 @@
+"""Segmentation losses picked by name: every loss takes logits ``(N,1,H,W)`` and a binary target.
+
+All losses compute in float32 with autocast off, so a mixed-precision forward pass cannot
+round a sum of 16k probabilities or a log-sigmoid. Overlap losses (Dice, Tversky) are
+smoothed so that an all-empty target still has a defined loss that penalises false
+positives; see README "Losses and metrics" for each loss's empty-target behaviour.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segloss.errors import ConfigError
+
+REDUCTIONS = ("image", "batch")
+
+
+class LogitLoss(nn.Module):
+    """Base class: checks shapes and runs ``compute`` in float32 with autocast disabled."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape != target.shape or logits.ndim != 4 or logits.shape[1] != 1:
+            raise ValueError(
+                "loss expects logits and target of the same shape (N,1,H,W), got "
+                f"{tuple(logits.shape)} and {tuple(target.shape)}"
+            )
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self.compute(logits.float(), target.float())
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BCELoss(LogitLoss):
+    """Binary cross-entropy with logits; ``pos_weight`` multiplies the loss of tumour pixels."""
+
+    def __init__(self, pos_weight: float | None = None) -> None:
+        super().__init__()
+        if pos_weight is not None and not pos_weight > 0:
+            raise ConfigError(f"loss.pos_weight must be > 0 or null, got {pos_weight}")
+        # Shape (1,1,1) lines up with (C,H,W) of an (N,1,H,W) target; a (C,) vector would
+        # broadcast along W, which only works by accident for C == 1.
+        weight = None if pos_weight is None else torch.full((1, 1, 1), float(pos_weight))
+        self.register_buffer("pos_weight", weight)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight)
+
+
+def _check_overlap_options(reduction: str, smooth: float) -> None:
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"loss.reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not smooth > 0:
+        # With smooth == 0 an empty target gives 0/sum(p): a constant loss of 1 whose
+        # gradient is zero, so false positives on tumour-free slices would go unpunished.
+        raise ConfigError(f"loss.smooth must be > 0, got {smooth}")
+
+
+def soft_counts(
+    logits: torch.Tensor, target: torch.Tensor, reduction: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Soft true positives, false positives and false negatives from sigmoid probabilities.
+
+    ``reduction="image"`` gives one value per image (shape ``(N,)``); ``"batch"`` pools the
+    whole batch into scalars (nnU-Net's batch Dice).
+    """
+    prob = torch.sigmoid(logits)
+    dims = (1, 2, 3) if reduction == "image" else (0, 1, 2, 3)
+    tp = (prob * target).sum(dims)
+    fp = (prob * (1 - target)).sum(dims)
+    fn = ((1 - prob) * target).sum(dims)
+    return tp, fp, fn
+
+
+class DiceLoss(LogitLoss):
+    """Soft Dice loss ``1 - (2*sum(p*g) + s) / (sum(p) + sum(g) + s)``.
+
+    Unlike smp's ``DiceLoss`` an empty target is not masked out: its loss is
+    ``1 - s / (sum(p) + s)``, zero only when nothing is predicted.
+    """
+
+    def __init__(self, reduction: str = "image", smooth: float = 1.0) -> None:
+        super().__init__()
+        _check_overlap_options(reduction, smooth)
+        self.reduction = reduction
+        self.smooth = float(smooth)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        tp, fp, fn = soft_counts(logits, target, self.reduction)
+        dice = (2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth)
+        return (1 - dice).mean()
+
+
+class TverskyLoss(LogitLoss):
+    """Tversky loss ``1 - (TP + s) / (TP + alpha*FP + beta*FN + s)`` on soft counts.
+
+    ``alpha`` weighs false positives, ``beta`` false negatives (Salehi et al. 2017). Written
+    here rather than taken from smp because smp's ``TverskyLoss`` inherits ``DiceLoss``'s
+    zero loss on empty targets.
+    """
+
+    def __init__(
+        self, alpha: float = 0.3, beta: float = 0.7, reduction: str = "image", smooth: float = 1.0
+    ) -> None:
+        super().__init__()
+        _check_overlap_options(reduction, smooth)
+        if alpha < 0 or beta < 0 or alpha + beta == 0:
+            raise ConfigError(f"loss.alpha and loss.beta must be >= 0, not both 0: {alpha}, {beta}")
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.reduction = reduction
+        self.smooth = float(smooth)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        tp, fp, fn = soft_counts(logits, target, self.reduction)
+        score = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
+        return (1 - score).mean()
+
+
+class BCEDiceLoss(LogitLoss):
+    """``w_bce * BCE + w_dice * Dice`` (1:1 by default, as in nnU-Net and the source article)."""
+
+    def __init__(
+        self,
+        w_bce: float = 1.0,
+        w_dice: float = 1.0,
+        reduction: str = "image",
+        smooth: float = 1.0,
+        pos_weight: float | None = None,
+    ) -> None:
+        super().__init__()
+        if w_bce < 0 or w_dice < 0:
+            raise ConfigError(f"loss.w_bce and loss.w_dice must be >= 0, got {w_bce}, {w_dice}")
+        self.w_bce, self.w_dice = float(w_bce), float(w_dice)
+        self.bce = BCELoss(pos_weight)
+        self.dice = DiceLoss(reduction, smooth)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.w_bce * self.bce.compute(logits, target) + self.w_dice * self.dice.compute(
+            logits, target
+        )
+
+
+class FocalLoss(LogitLoss):
+    """Binary focal loss (Lin et al. 2017), mean over pixels; smp's implementation.
+
+    A per-pixel loss, so empty targets need no special case: every false positive counts.
+    """
+
+    def __init__(self, alpha: float | None = None, gamma: float = 2.0) -> None:
+        super().__init__()
+        if alpha is not None and not 0 <= alpha <= 1:
+            raise ConfigError(f"loss.alpha must be in [0, 1] or null, got {alpha}")
+        if gamma < 0:
+            raise ConfigError(f"loss.gamma must be >= 0, got {gamma}")
+        self.inner = smp.losses.FocalLoss("binary", alpha=alpha, gamma=gamma)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.inner(logits, target)
+
+
+class LovaszLoss(LogitLoss):
+    """Lovasz hinge loss (Berman et al. 2018), a convex surrogate of IoU; smp's implementation.
+
+    On an empty target it reduces to ``relu(1 + max logit)``: the most confident false
+    positive is penalised until every logit is below -1.
+    """
+
+    def __init__(self, per_image: bool = True) -> None:
+        super().__init__()
+        self.inner = smp.losses.LovaszLoss("binary", per_image=bool(per_image))
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.inner(logits, target)
+
+
+LOSSES: dict[str, Callable[..., LogitLoss]] = {
+    "bce": BCELoss,
+    "dice": DiceLoss,
+    "bce_dice": BCEDiceLoss,
+    "focal": FocalLoss,
+    "tversky": TverskyLoss,
+    "lovasz": LovaszLoss,
+}
+
+
+def build_loss(loss_cfg: Mapping[str, Any]) -> nn.Module:
+    """The loss named by ``loss_cfg["name"]``, built with the remaining keys as options."""
+    options = dict(loss_cfg)
+    name = options.pop("name", None)
+    if name not in LOSSES:
+        raise ConfigError(f"loss.name {name!r} is not a known loss; known: {', '.join(LOSSES)}")
+    factory = LOSSES[name]
+    accepted = inspect.signature(factory).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"loss {name!r} has no option(s) {', '.join(unknown)}; it accepts: "
+            f"{', '.join(accepted) or 'none'}"
+        )
+    return factory(**options)

@@ -1,0 +1,159 @@
+"""Losses: hand-computed values, empty targets, composition, stability and config handling."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+import yaml
+
+from segloss.errors import ConfigError
+from segloss.losses import LOSSES, build_loss
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
+
+
+def config(name: str, **overrides) -> dict:
+    return {**yaml.safe_load((CONF / f"{name}.yaml").read_text()), **overrides}
+
+
+def square_target(n: int = 2, size: int = 8) -> torch.Tensor:
+    target = torch.zeros(n, 1, size, size)
+    target[:, :, 2:4, 2:4] = 1  # 4 of 64 pixels per image
+    return target
+
+
+def test_every_config_file_builds_its_loss():
+    names = sorted(p.stem for p in CONF.glob("*.yaml"))
+    assert names == sorted(LOSSES)
+    for name in names:
+        cfg = config(name)
+        assert cfg["name"] == name
+        assert isinstance(build_loss(cfg), torch.nn.Module)
+
+
+def test_unknown_name_lists_the_known_losses():
+    with pytest.raises(ConfigError, match="bce, dice, bce_dice"):
+        build_loss({"name": "dicee"})
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(ConfigError, match="smoth"):
+        build_loss({"name": "dice", "smoth": 1.0})
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"name": "dice", "reduction": "pixel"},
+        {"name": "dice", "smooth": 0.0},
+        {"name": "bce", "pos_weight": -1.0},
+        {"name": "focal", "alpha": 2.0},
+    ],
+)
+def test_bad_options_fail_as_config_errors(cfg):
+    with pytest.raises(ConfigError):
+        build_loss(cfg)
+
+
+def test_shape_mismatch_is_a_value_error():
+    with pytest.raises(ValueError, match="same shape"):
+        build_loss({"name": "bce"})(torch.zeros(2, 1, 8, 8), torch.zeros(2, 8, 8))
+
+
+def test_bce_hand_values_and_pos_weight_broadcast():
+    logits = torch.zeros(2, 1, 4, 6)
+    ones = torch.ones_like(logits)
+    assert build_loss(config("bce"))(logits, ones).item() == pytest.approx(math.log(2))
+    weighted = build_loss(config("bce", pos_weight=3.0))
+    assert weighted(logits, ones).item() == pytest.approx(3 * math.log(2))
+    # Per pixel: -(w*g*log p + (1-g)*log(1-p)) on an image that is not square.
+    x = torch.randn(3, 1, 5, 7)
+    g = (torch.rand(3, 1, 5, 7) > 0.5).float()
+    p = torch.sigmoid(x)
+    expected = -(3.0 * g * torch.log(p) + (1 - g) * torch.log(1 - p)).mean()
+    assert weighted(x, g).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_dice_hand_values_per_image_and_batch():
+    target = square_target()
+    target[1] = 0  # second image is tumour-free
+    logits = torch.full_like(target, -30.0)  # predicts nothing
+    # image: mean of 1 - 1/(4+1) and 1 - 1/1; batch pools both images: fn = 4, so 1 - 1/(4+1)
+    image = build_loss(config("dice"))(logits, target).item()
+    batch = build_loss(config("dice", reduction="batch"))(logits, target).item()
+    assert image == pytest.approx(0.4, abs=1e-6)
+    assert batch == pytest.approx(1 - 1 / (4 + 1), abs=1e-6)
+    perfect = torch.where(target > 0, 30.0, -30.0)
+    assert build_loss(config("dice"))(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dice_penalises_false_positives_on_empty_targets_unlike_smp():
+    empty = torch.zeros(2, 1, 8, 8)
+    ours = build_loss(config("dice"))
+    confident_fp = torch.full_like(empty, 3.0)
+    assert ours(confident_fp, empty).item() > 0.9
+    assert ours(torch.full_like(empty, -30.0), empty).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.zeros_like(empty, requires_grad=True)
+    ours(logits, empty).backward()
+    assert (logits.grad > 0).all()  # gradient descent lowers every false-positive logit
+    # smp's DiceLoss masks empty targets out: zero loss and zero gradient, whatever is predicted.
+    assert smp.losses.DiceLoss("binary")(confident_fp, empty).item() == 0.0
+
+
+def test_bce_dice_is_exactly_the_weighted_sum_of_its_parts():
+    x = torch.randn(3, 1, 8, 8)
+    g = square_target(3)
+    opts = {"reduction": "batch", "smooth": 0.5, "pos_weight": 2.0}
+    combined = build_loss(config("bce_dice", w_bce=0.3, w_dice=2.0, **opts))(x, g)
+    bce = build_loss({"name": "bce", "pos_weight": 2.0})(x, g)
+    dice = build_loss({"name": "dice", "reduction": "batch", "smooth": 0.5})(x, g)
+    assert combined.item() == pytest.approx((0.3 * bce + 2.0 * dice).item(), rel=1e-6)
+
+
+def test_tversky_with_equal_weights_is_dice():
+    x, g = torch.randn(3, 1, 8, 8), square_target(3)
+    tversky = build_loss(config("tversky", alpha=0.5, beta=0.5, smooth=0.5))(x, g)
+    dice = build_loss(config("dice", smooth=1.0))(x, g)  # Dice's s is twice Tversky's
+    assert tversky.item() == pytest.approx(dice.item(), rel=1e-6)
+
+
+def test_tversky_beta_weighs_false_negatives():
+    g = square_target()
+    miss = torch.full_like(g, -30.0)  # all false negatives
+    recall_heavy = build_loss(config("tversky", alpha=0.3, beta=0.7))(miss, g)
+    precision_heavy = build_loss(config("tversky", alpha=0.7, beta=0.3))(miss, g)
+    assert recall_heavy.item() == pytest.approx(1 - 1 / (0.7 * 4 + 1), abs=1e-6)
+    assert recall_heavy > precision_heavy
+
+
+def test_focal_without_focusing_is_bce():
+    x, g = torch.randn(2, 1, 8, 8), square_target()
+    focal = build_loss({"name": "focal", "alpha": None, "gamma": 0.0})(x, g)
+    assert focal.item() == pytest.approx(build_loss(config("bce"))(x, g).item(), rel=1e-6)
+    confident_fp = torch.full_like(g, 3.0)
+    assert build_loss(config("focal"))(confident_fp, torch.zeros_like(g)).item() > 0
+
+
+def test_lovasz_on_an_empty_target_penalises_the_worst_false_positive():
+    empty = torch.zeros(1, 1, 4, 4)
+    logits = torch.full_like(empty, -5.0)
+    logits[0, 0, 1, 1] = 0.5
+    assert build_loss(config("lovasz"))(logits, empty).item() == pytest.approx(1.5)
+    assert build_loss(config("lovasz"))(logits - 2.0, empty).item() == 0.0
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_extreme_logits_give_finite_float32_losses_and_gradients(name):
+    g = square_target()
+    g[1] = 0
+    x = (torch.randn(2, 1, 8, 8) * 100).requires_grad_()
+    loss = build_loss(config(name))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss(x.to(torch.bfloat16), g)
+    assert value.dtype == torch.float32
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(x.grad).all()
