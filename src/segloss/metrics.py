@@ -38,9 +38,6 @@ COLUMNS = (
 COUNTS = ("tp", "fp", "fn", "tn")
 EMPTY_CONVENTIONS = ("reloaded", "nan")
 GROUP_KEYS = ("loss", "seed")  # aggregations keep models apart when these columns exist
-# scipy's default 2-D structuring element (a cross), as MONAI's get_mask_edges uses; the
-# leading 1 keeps images of a batch independent when eroding all of them in one call.
-_CROSS = ndimage.generate_binary_structure(2, 1)[None]
 
 
 def _as_masks(x: Any, name: str) -> np.ndarray:
@@ -52,7 +49,7 @@ def _as_masks(x: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name} must have shape (N,H,W), got {x.shape}")
     if x.dtype == bool:
         return x
-    if not (np.issubdtype(x.dtype, np.number)):
+    if not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"{name} must be boolean or numeric 0/1, got dtype {x.dtype}")
     if np.issubdtype(x.dtype, np.floating) and np.isnan(x).any():
         raise ValueError(f"{name} contains NaN")
@@ -130,6 +127,7 @@ def _surface_distances(
     cols = np.flatnonzero((p | t).any(axis=0))
     box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     p, t = p[box], t[box]
+    # scipy's default structure is the cross MONAI's get_mask_edges uses (not a full 3x3).
     p_border = p & ~ndimage.binary_erosion(p)
     t_border = t & ~ndimage.binary_erosion(t)
     to_t = ndimage.distance_transform_edt(~t_border, sampling=spacing)
