@@ -349,6 +349,7 @@ def _evaluate_model(
         "summary": summary,
         "per_model": {
             **ids,
+            "threshold": settings.threshold,
             "epochs": len(history),
             "best_epoch": state.get("best_epoch"),
             "best_val_dice": state.get("best_val_dice"),

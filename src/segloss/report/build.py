@@ -1,0 +1,252 @@
+"""Assemble the report from the evaluation outputs: compute, plot, render, write, log."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from segloss.data.prepared import PreparedSplit, load_meta, load_split
+from segloss.errors import SeglossError
+from segloss.evaluation import atomic_path, pool_calibration, write_json
+from segloss.report import figures, tables
+from segloss.report.render import Block, Heading, Image, Table, Text, to_html, to_markdown
+from segloss.report.verdict import build_verdict, comparison_table, headline
+
+TITLE = "Does BCE+Dice beat BCE alone? Segmentation losses for brain-tumour MRI masks"
+METRIC_SENTENCE = (
+    "Why the Dice columns differ: per-slice Dice averages slices and scores an empty "
+    "prediction on a tumour-free slice as a perfect 1, so a model that predicts little looks "
+    "good; tumour-slices-only Dice removes those free points; per-patient Dice pools each "
+    "patient's pixels into one volume score, so large tumours weigh more than single slices; "
+    "pooled Dice does the same over the whole test set and is dominated by the biggest tumours."
+)
+
+
+def _png(fig: Figure, dpi: int) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _load_predictions(
+    predictions_dir: Path, per_model: pd.DataFrame, test: PreparedSplit
+) -> tuple[dict[str, np.ndarray], list[tuple[str, int]]]:
+    """Each loss's lowest-seed predicted masks, checked against the test split's slice ids."""
+    first = per_model.sort_values("seed").drop_duplicates("loss")
+    masks = {}
+    for loss, seed in zip(first["loss"], first["seed"], strict=True):
+        path = predictions_dir / f"{loss}_seed{seed}.npz"
+        if not path.is_file():
+            raise SeglossError(f"{path} not found: run the evaluate stage (`dvc repro evaluate`)")
+        saved = np.load(path)
+        if not (
+            np.array_equal(saved["patient"], test.patients)
+            and np.array_equal(saved["slice"], test.slices)
+        ):
+            raise SeglossError(
+                f"{path} does not list the prepared test slices: rerun the evaluate stage"
+            )
+        masks[f"{loss} (seed {seed})"] = saved["masks"]
+    return masks, list(zip(first["loss"], first["seed"], strict=True))
+
+
+def build_report(
+    prepared_dir: str | os.PathLike,
+    predictions_dir: str | os.PathLike,
+    metrics_dir: str | os.PathLike,
+    reports_dir: str | os.PathLike,
+    settings: Mapping[str, Any],
+    tracking_uri: str | None = None,
+) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html``, ``figures/*.png`` and ``verdict.json`` under
+    ``reports_dir``; log them to the sweep's MLflow parent run(s) when a URI is given."""
+    data = tables.Tables.read(metrics_dir)
+    losses = data.losses
+    meta = load_meta(prepared_dir)
+    test = load_split(prepared_dir, "test")
+    dpi = int(settings.get("dpi", 110))
+    fixed = float(data.per_model["threshold"].iloc[0])
+
+    verdict = build_verdict(data.per_image, data.per_patient, settings)
+    regime = tables.training_regime(data.learning_curves)
+    sentence = headline(verdict, str(meta.get("source", "unknown")), regime)
+    verdict["headline"] = sentence
+    imbalance, background = tables.data_card(prepared_dir)
+    terciles = tables.size_terciles(data.per_image)
+    bins = pool_calibration(data.calibration)
+    ece = data.per_model.groupby("loss")["ece"].mean()
+    predictions, shown = _load_predictions(Path(predictions_dir), data.per_model, test)
+    rows = tables.overlay_slices(prepared_dir, int(settings["overlay_count"]))
+    slice_dice = {
+        title: data.per_image.query("loss == @loss and seed == @seed")["dice"].to_numpy()
+        for title, (loss, seed) in zip(predictions, shown, strict=True)
+    }
+
+    plots = {
+        "metric_means.png": (
+            figures.metric_means(data.per_model, losses),
+            "Overlap metrics per loss: mean over seeds, bars = 95 % CI (t, over seeds).",
+        ),
+        "dice_distributions.png": (
+            figures.dice_distributions(data.per_image, losses),
+            "Per-slice Dice of every test slice and seed, tumour and tumour-free slices apart.",
+        ),
+        "learning_curves.png": (
+            figures.learning_curves(data.learning_curves, losses),
+            "Validation Dice per epoch: line = mean over seeds, band = range over seeds.",
+        ),
+        "false_positives.png": (
+            figures.false_positives(data.per_model, data.per_image, losses),
+            "Tumour-free test slices: share with any false-positive pixel (left) and how many.",
+        ),
+        "overlays.png": (
+            figures.overlays(test, rows, predictions, slice_dice),
+            "The same test slices for every loss: the smallest tumour, a tumour-free slice, "
+            "then larger tumours (prediction in orange, per-slice Dice in the title).",
+        ),
+        "dice_by_size.png": (
+            figures.dice_by_size(terciles, losses),
+            "Dice per tumour-size tercile: under-segmentation of small tumours shows on the left.",
+        ),
+        "reliability.png": (
+            figures.reliability(bins, ece, losses),
+            "Reliability diagram over test pixels (bins pooled over seeds); below the diagonal "
+            "= over-confident.",
+        ),
+        "threshold_sensitivity.png": (
+            figures.threshold_sensitivity(data.thresholds, data.per_model, fixed, losses),
+            f"Test per-patient Dice against the threshold; dashed = fixed {fixed:g}, "
+            "dotted = each loss's best threshold on the validation split.",
+        ),
+    }
+    images = {name: Image(name, caption, _png(fig, dpi)) for name, (fig, caption) in plots.items()}
+    blocks = _blocks(
+        data, meta, verdict, regime, imbalance, background, terciles, images, losses, fixed
+    )
+
+    out = Path(reports_dir)
+    paths = {
+        "report_md": out / "report.md",
+        "report_html": out / "report.html",
+        "figures": out / "figures",
+        "verdict": out / "verdict.json",
+    }
+    with atomic_path(paths["figures"]) as tmp:
+        tmp.mkdir()
+        for image in images.values():
+            (tmp / image.name).write_bytes(image.png)
+    for key, render in (("report_md", to_markdown), ("report_html", to_html)):
+        with atomic_path(paths[key]) as tmp:
+            tmp.write_text(render(TITLE, blocks))
+    write_json(verdict, paths["verdict"])
+    _log_to_parent_runs(tracking_uri, data.per_model, list(paths.values()))
+    return paths
+
+
+def _blocks(
+    data: tables.Tables,
+    meta: Mapping[str, Any],
+    verdict: Mapping[str, Any],
+    regime: Mapping[str, Any],
+    imbalance: pd.DataFrame,
+    background: pd.DataFrame,
+    terciles: pd.DataFrame,
+    images: Mapping[str, Image],
+    losses: list[str],
+    fixed: float,
+) -> list[Block]:
+    """The report's sections in reading order."""
+    n_seeds = data.per_model.groupby("loss")["seed"].nunique()
+    tercile_table = (
+        terciles.groupby(["tercile", "loss"], observed=True)["dice"].mean().unstack("loss")
+    )
+    return [
+        Heading("In one paragraph"),
+        Text(verdict["headline"]),
+        Heading("1. Data card"),
+        Text(
+            f"Source: {meta.get('source', 'unknown')}; image size {meta.get('image_size')} px; "
+            f"patients per split: "
+            + ", ".join(f"{k} {len(v)}" for k, v in meta.get("splits", {}).items())
+            + ". Class imbalance per split:"
+        ),
+        Table(imbalance),
+        Text(
+            "An all-background prediction on our test set: pixel accuracy is near perfect while "
+            "every overlap score that counts the tumour is zero, which is why accuracy is not "
+            "reported as evidence below."
+        ),
+        Table(background),
+        Heading("2. Every metric per loss"),
+        Text(
+            "mean ± std over seeds [95 % CI, t-interval over seeds]; seeds per loss: "
+            + ", ".join(f"{loss} {n_seeds[loss]}" for loss in losses)
+            + f"; threshold {fixed:g}. ↑ higher is better, ↓ lower is better."
+        ),
+        Table(tables.metric_table(data.per_model)),
+        Text(METRIC_SENTENCE),
+        Heading("3. Figures"),
+        *(images[name] for name in ("metric_means.png", "dice_distributions.png")),
+        *(images[name] for name in ("learning_curves.png", "false_positives.png")),
+        images["overlays.png"],
+        Heading("4. Where the losses differ"),
+        Heading("Dice by tumour size", 3),
+        Table(tercile_table.reset_index()),
+        images["dice_by_size.png"],
+        Heading("Calibration and threshold sensitivity", 3),
+        Text(
+            "ECE: pixel-weighted mean gap between predicted probability and observed tumour "
+            "frequency over equal-width bins. dice_at_fixed is per-patient test Dice at the "
+            f"fixed threshold {fixed:g}; dice_at_best at the threshold that was best on the "
+            "validation split (best_threshold). Popular notebooks silently use 0.3."
+        ),
+        Table(tables.threshold_table(data.per_model)),
+        images["reliability.png"],
+        images["threshold_sensitivity.png"],
+        Heading("5. The verdict"),
+        Text(verdict["headline"]),
+        Text(
+            "The unit is the test patient: each patient's score is averaged over seeds first, "
+            "then a two-sided Wilcoxon signed-rank test runs over patients; the 95 % CI of the "
+            "mean difference (candidate - baseline) comes from a hierarchical bootstrap "
+            "(patients, then seeds within them); effect size = matched-pairs rank-biserial "
+            "correlation. better / worse: p below alpha in the candidate's / baseline's favour; "
+            "otherwise no_difference. HD95 (↓) is better when lower."
+        ),
+        Table(comparison_table(verdict))
+        if verdict["verdict"] or verdict["comparisons"]
+        else Text(f"No comparison possible: {verdict['reason']}."),
+        Heading("6. Files"),
+        Text(
+            "verdict.json holds the headline comparison and every other one; figures/ the PNGs; "
+            "metrics/ every table this report was built from (per-image, per-patient, "
+            "per-model, thresholds, calibration, learning curves)."
+        ),
+    ]
+
+
+def _log_to_parent_runs(
+    tracking_uri: str | None, per_model: pd.DataFrame, paths: list[Path]
+) -> None:
+    """Log the report files to every sweep (MLflow parent run) the models came from."""
+    if tracking_uri is None:
+        return
+    parents = per_model["mlflow_parent_run_id"].dropna().unique()
+    if not len(parents):
+        warnings.warn(
+            "the checkpoints name no mlflow_parent_run_id: the report is not logged to MLflow",
+            stacklevel=2,
+        )
+        return
+    from segloss import tracking  # imports mlflow: only when something is logged
+
+    for run_id in parents:
+        tracking.log_artifacts(tracking_uri, str(run_id), paths, artifact_path="report")

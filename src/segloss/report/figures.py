@@ -1,0 +1,206 @@
+"""The report's figures (seaborn): each function takes tables and returns a Figure, nothing else.
+
+Error bars are the same 95 % t-interval over seeds as the tables (``tables.mean_ci``).
+Figures are built without pyplot (no global state, no display needed) and laid out tightly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from segloss.data.prepared import PreparedSplit
+from segloss.report.tables import METRICS, mean_ci
+
+sns.set_theme(style="whitegrid", context="notebook")
+MEANS_SHOWN = ("dice_per_image", "dice_tumour_slices", "dice_per_patient", "dice_pooled", "iou")
+
+
+def metric_means(per_model: pd.DataFrame, losses: list[str]) -> Figure:
+    """Mean over seeds of the overlap metrics per loss, with 95 % CIs."""
+    labels = {column: label for column, label, _ in METRICS}
+    long = per_model.melt(id_vars=["loss", "seed"], value_vars=list(MEANS_SHOWN))
+    long["metric"] = long["variable"].map(labels)
+    fig = _figure(9, 4.2)
+    ax = fig.subplots()
+    sns.barplot(
+        data=long, y="metric", x="value", hue="loss", hue_order=losses, errorbar=mean_ci, ax=ax
+    )
+    ax.set(xlim=(0, 1), xlabel="mean over seeds (95 % CI)", ylabel="")
+    ax.legend(title="loss", loc="lower right")
+    return fig
+
+
+def dice_distributions(per_image: pd.DataFrame, losses: list[str]) -> Figure:
+    """Per-slice Dice per loss (all seeds), tumour slices and tumour-free slices apart."""
+    frame = per_image.assign(
+        slices=np.where(per_image["gt_pixels"] > 0, "tumour slices", "tumour-free slices")
+    )
+    fig = _figure(8, 4)
+    ax = fig.subplots()
+    sns.boxplot(
+        data=frame, x="loss", y="dice", hue="slices", order=losses, fliersize=0, ax=ax, width=0.6
+    )
+    sns.stripplot(
+        data=frame,
+        x="loss",
+        y="dice",
+        hue="slices",
+        order=losses,
+        dodge=True,
+        size=2,
+        alpha=0.4,
+        palette="dark:0.2",
+        legend=False,
+        ax=ax,
+    )
+    ax.set(ylim=(-0.02, 1.02), ylabel="Dice per slice", xlabel="")
+    return fig
+
+
+def learning_curves(curves: pd.DataFrame, losses: list[str]) -> Figure:
+    """Validation Dice per epoch, one line per loss (mean over seeds), band = seed range."""
+    fig = _figure(8, 4)
+    ax = fig.subplots()
+    if not curves.empty and "val_dice" in curves:
+        sns.lineplot(
+            data=curves,
+            x="epoch",
+            y="val_dice",
+            hue="loss",
+            hue_order=losses,
+            errorbar=("pi", 100),
+            marker="o",
+            ax=ax,
+        )
+    ax.set(ylabel="validation Dice (per patient)", ylim=(0, 1))
+    return fig
+
+
+def false_positives(per_model: pd.DataFrame, per_image: pd.DataFrame, losses: list[str]) -> Figure:
+    """Tumour-free test slices: share with any false positive, and false-positive pixels."""
+    empty = per_image[per_image["gt_pixels"] == 0]
+    fig = _figure(10, 4)
+    left, right = fig.subplots(1, 2)
+    sns.barplot(
+        data=per_model, x="loss", y="fp_rate_empty", order=losses, errorbar=mean_ci, ax=left
+    )
+    left.set(ylim=(0, 1), xlabel="", ylabel="share of tumour-free slices with FP (95 % CI)")
+    sns.boxplot(data=empty, x="loss", y="fp", order=losses, ax=right, fliersize=2)
+    right.set(xlabel="", ylabel="false-positive pixels per tumour-free slice")
+    return fig
+
+
+def dice_by_size(terciles: pd.DataFrame, losses: list[str]) -> Figure:
+    """Mean Dice per tumour-size tercile and loss: does a loss miss the small tumours?"""
+    fig = _figure(8, 4)
+    ax = fig.subplots()
+    if not terciles.empty:
+        sns.barplot(
+            data=terciles,
+            x="tercile",
+            y="dice",
+            hue="loss",
+            hue_order=losses,
+            errorbar=mean_ci,
+            ax=ax,
+        )
+        areas = terciles.groupby("tercile", observed=True)["area"].median()
+        ax.set_xticks(
+            range(len(areas)), [f"{name}\n(median {area:.0f} px)" for name, area in areas.items()]
+        )
+    ax.set(ylim=(0, 1), xlabel="tumour size tercile (ground-truth area)", ylabel="Dice per slice")
+    return fig
+
+
+def reliability(bins: pd.DataFrame, ece: pd.Series, losses: list[str]) -> Figure:
+    """Observed tumour frequency against predicted probability (pixels pooled over seeds)."""
+    fig = _figure(5.5, 5)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="0.5", linestyle="--", label="perfect calibration")
+    for loss, colour in zip(losses, sns.color_palette(n_colors=len(losses)), strict=True):
+        line = bins[(bins["loss"] == loss) & (bins["count"] > 0)]
+        ax.plot(
+            line["mean_prob"],
+            line["frac_positive"],
+            marker="o",
+            color=colour,
+            label=f"{loss} (ECE {ece[loss]:.3f})",
+        )
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="predicted tumour probability (bin mean)",
+        ylabel="observed tumour frequency",
+    )
+    ax.legend(loc="upper left", fontsize="small")
+    return fig
+
+
+def threshold_sensitivity(
+    thresholds: pd.DataFrame, per_model: pd.DataFrame, fixed: float, losses: list[str]
+) -> Figure:
+    """Test per-patient Dice against the threshold (band = seed range), val-best marked."""
+    test = thresholds[thresholds["split"] == "test"]
+    fig = _figure(8, 4)
+    ax = fig.subplots()
+    sns.lineplot(
+        data=test,
+        x="threshold",
+        y="dice_per_patient",
+        hue="loss",
+        hue_order=losses,
+        errorbar=("pi", 100),
+        ax=ax,
+    )
+    palette = dict(zip(losses, sns.color_palette(n_colors=len(losses)), strict=True))
+    best = per_model.groupby("loss")["best_threshold"].mean()
+    for loss, value in best.items():
+        ax.axvline(value, color=palette[loss], linestyle=":", linewidth=1.5)
+    ax.axvline(fixed, color="0.3", linestyle="--", linewidth=1, label=f"fixed {fixed:g}")
+    ax.set(ylim=(0, 1), ylabel="test Dice per patient", xlabel="binarisation threshold")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def overlays(
+    test: PreparedSplit,
+    rows: list[int],
+    predictions: dict[str, np.ndarray],
+    dice: dict[str, np.ndarray],
+) -> Figure:
+    """The same test slices for every loss: FLAIR image, ground truth, each prediction.
+
+    ``predictions`` maps a column title to its masks (N,H,W) and ``dice`` the same title to
+    its per-slice Dice (N,), shown in each panel's title.
+    """
+    columns = ["image (FLAIR)", "ground truth", *predictions]
+    fig = _figure(1.9 * len(columns), 2.0 * len(rows))
+    axes = fig.subplots(len(rows), len(columns), squeeze=False)
+    for r, row in enumerate(rows):
+        flair = test.images[row][..., 1]
+        masks = {"ground truth": test.masks[row].astype(bool)} | {
+            title: masks[row] for title, masks in predictions.items()
+        }
+        for c, title in enumerate(columns):
+            ax = axes[r, c]
+            ax.imshow(flair, cmap="gray")
+            if title in masks:
+                overlay = np.ma.masked_where(~masks[title], masks[title])
+                ax.imshow(overlay, cmap="autumn", alpha=0.55, vmin=0, vmax=1)
+            label = title if r == 0 else ""
+            if title in predictions:
+                label = f"{label}\nDice {dice[title][row]:.2f}".strip()
+            elif c == 0:
+                label = f"{label}\n{test.patients[row]} s{test.slices[row]}".strip()
+            elif c == 1:
+                label = f"{label}\n{int(test.masks[row].sum())} px".strip()
+            ax.set_title(label, fontsize=8)
+            ax.set_axis_off()
+    return fig
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="tight")

@@ -1,0 +1,203 @@
+"""The report's numbers: read the evaluation tables and summarise them (no plotting here)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from segloss import metrics
+from segloss.data.prepared import load_manifest, load_split
+
+# Metrics of the per-model table, as (column of per_model.csv, label, higher is better).
+METRICS = (
+    ("dice_per_image", "Dice per slice (empty/empty = 1)", True),
+    ("dice_tumour_slices", "Dice, tumour slices only", True),
+    ("dice_per_patient", "Dice per patient (volume)", True),
+    ("dice_pooled", "Dice pooled over the test set", True),
+    ("iou", "IoU per slice", True),
+    ("iou_per_patient", "IoU per patient", True),
+    ("pixel_accuracy", "Pixel accuracy", True),
+    ("hd95", "HD95 (px, per slice)", False),
+    ("nsd", "NSD (2 px tolerance)", True),
+    ("fp_rate_empty", "Tumour-free slices with false positives", False),
+    ("ece", "Expected calibration error", False),
+)
+# The last epochs in which a model's best validation Dice counts as "still rising".
+RISING_WINDOW = 2
+TERCILES = ("small", "medium", "large")
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The evaluation stage's tables (see segloss.evaluation)."""
+
+    per_image: pd.DataFrame
+    per_patient: pd.DataFrame
+    per_model: pd.DataFrame
+    thresholds: pd.DataFrame
+    calibration: pd.DataFrame
+    learning_curves: pd.DataFrame
+
+    @classmethod
+    def read(cls, metrics_dir: str | os.PathLike) -> Tables:
+        root = Path(metrics_dir)
+        return cls(
+            **{
+                name: pd.read_csv(root / f"{name}.csv", dtype={"patient": str})
+                for name in cls.__dataclass_fields__
+            }
+        )
+
+    @property
+    def losses(self) -> list[str]:
+        return list(dict.fromkeys(self.per_model["loss"]))
+
+
+def mean_ci(values: pd.Series | np.ndarray) -> tuple[float, float]:
+    """95 % t-interval of a mean over seeds; (nan, nan) with fewer than two values.
+
+    Also used as seaborn's ``errorbar`` so figures and tables show the same interval.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) < 2:
+        return (np.nan, np.nan)
+    if np.ptp(x) == 0:
+        return (float(x[0]), float(x[0]))
+    lo, hi = scipy_stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=scipy_stats.sem(x))
+    return (float(lo), float(hi))
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "–" if not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def metric_table(per_model: pd.DataFrame) -> pd.DataFrame:
+    """Every metric per loss as ``mean ± std [95 % CI]`` over seeds; rows metrics, cols losses."""
+    rows = {}
+    for column, label, higher in METRICS:
+        cells = {}
+        for loss, values in per_model.groupby("loss", sort=False)[column]:
+            lo, hi = mean_ci(values)
+            std = values.std() if len(values) > 1 else np.nan
+            cells[loss] = f"{_fmt(values.mean())} ± {_fmt(std)} [{_fmt(lo)}, {_fmt(hi)}]"
+        rows[f"{label} ({'↑' if higher else '↓'})"] = cells
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("metric").reset_index()
+
+
+def data_card(prepared_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Class imbalance per split, and what an all-background mask scores on the test set.
+
+    The second table is the source article's argument: high pixel accuracy, zero overlap.
+    """
+    manifest = load_manifest(prepared_dir)
+    pixels = manifest["height"] * manifest["width"]
+    imbalance = (
+        manifest.assign(pixels=pixels, tumour=manifest["tumour_pixels"] > 0)
+        .groupby("split", sort=False)
+        .agg(
+            patients=("patient", "nunique"),
+            slices=("slice", "size"),
+            tumour_slices=("tumour", "mean"),
+            tumour_pixels=("tumour_pixels", "sum"),
+            pixels=("pixels", "sum"),
+        )
+    )
+    imbalance["tumour_pixels"] = imbalance["tumour_pixels"] / imbalance.pop("pixels")
+    imbalance = imbalance.rename(
+        columns={"tumour_slices": "share of slices with tumour", "tumour_pixels": "tumour pixels"}
+    )
+    test = load_split(prepared_dir, "test")
+    frame = metrics.per_image(np.zeros(test.masks.shape, bool), test.masks).assign(
+        patient=test.patients
+    )
+    background = pd.DataFrame(
+        {
+            "pixel accuracy (per slice)": [metrics.mean_per_image(frame, "pixel_accuracy")],
+            "Dice per slice (empty/empty = 1)": [metrics.mean_per_image(frame, "dice")],
+            "Dice, tumour slices": [metrics.mean_per_image(frame, "dice", tumour_only=True)],
+            "IoU per slice": [metrics.mean_per_image(frame, "iou")],
+            "Dice per patient": [metrics.per_patient(frame)["dice"].mean()],
+            "Dice pooled": [metrics.pooled(frame)["dice"].iloc[0]],
+        }
+    )
+    return imbalance.reset_index(), background
+
+
+def size_terciles(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Mean Dice per model and tumour-size tercile (ground-truth area over the tumour slices).
+
+    The terciles are cut once on the test slices, so every loss is scored on the same groups.
+    """
+    tumour = per_image[per_image["gt_pixels"] > 0]
+    areas = tumour.drop_duplicates(["patient", "slice"]).set_index(["patient", "slice"])
+    n_groups = min(len(TERCILES), len(areas))
+    if n_groups == 0:
+        return pd.DataFrame(columns=["loss", "seed", "tercile", "dice", "area"])
+    ranks = areas["gt_pixels"].rank(method="first")  # ties split evenly, edges stay unique
+    groups = pd.qcut(ranks, n_groups, labels=list(TERCILES[:n_groups]))
+    keyed = tumour.join(groups.rename("tercile"), on=["patient", "slice"])
+    return (
+        keyed.groupby(["loss", "seed", "tercile"], sort=False, observed=True)
+        .agg(dice=("dice", "mean"), area=("gt_pixels", "median"))
+        .reset_index()
+    )
+
+
+def training_regime(learning_curves: pd.DataFrame) -> dict:
+    """Epochs per model and how many models were still improving at the end of training.
+
+    A model counts as still rising when its best validation Dice came in its last
+    ``RISING_WINDOW`` epochs: then the comparison is of early training, not converged models.
+    """
+    if learning_curves.empty or "val_dice" not in learning_curves:
+        return {"epochs_min": None, "epochs_max": None, "n_rising": None, "n_models": 0}
+    rows = []
+    for _, curve in learning_curves.groupby(["loss", "seed"], sort=False):
+        curve = curve.sort_values("epoch")
+        best = int(np.argmax(curve["val_dice"].to_numpy()))
+        rows.append((len(curve), best >= len(curve) - RISING_WINDOW))
+    epochs, rising = zip(*rows, strict=True)
+    return {
+        "epochs_min": int(min(epochs)),
+        "epochs_max": int(max(epochs)),
+        "n_rising": int(sum(rising)),
+        "n_models": len(rows),
+    }
+
+
+def threshold_table(per_model: pd.DataFrame) -> pd.DataFrame:
+    """Per loss (mean over seeds): per-patient Dice at the fixed threshold and at the val-best."""
+    table = per_model.groupby("loss", sort=False).agg(
+        dice_at_fixed=("dice_per_patient", "mean"),
+        best_threshold=("best_threshold", "mean"),
+        dice_at_best=("dice_per_patient_at_best", "mean"),
+        ece=("ece", "mean"),
+    )
+    return table.reset_index()
+
+
+def overlay_slices(prepared_dir: str | os.PathLike, count: int) -> list[int]:
+    """Rows of the test split to show: the smallest tumour, a tumour-free slice, then the
+    largest and evenly spaced tumour sizes in between, up to ``count`` (at least two)."""
+    test = load_manifest(prepared_dir).query("split == 'test'").sort_values("index")
+    tumour = test[test["tumour_pixels"] > 0].sort_values(["tumour_pixels", "index"])
+    empty = test[test["tumour_pixels"] == 0]
+    chosen: list[int] = []
+    if len(tumour):
+        chosen.append(int(tumour["index"].iloc[0]))
+    if len(empty):
+        chosen.append(int(empty["index"].iloc[len(empty) // 2]))
+    spread = np.linspace(len(tumour) - 1, 0, num=max(count, 2)).round().astype(int)
+    for position in spread:
+        if len(chosen) >= max(count, 2):
+            break
+        row = int(tumour["index"].iloc[position]) if len(tumour) else None
+        if row is not None and row not in chosen:
+            chosen.append(row)
+    return chosen
