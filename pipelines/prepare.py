@@ -1,0 +1,42 @@
+"""DVC stage `prepare`: build the data set (synthetic by default), split it, write the card.
+
+    python pipelines/prepare.py                                   # synthetic, 40 patients
+    python pipelines/prepare.py data=lgg data.root=../shared/data/lgg_sample
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from segloss.cli import one_line_errors
+from segloss.data.preparation import prepare
+
+log = logging.getLogger("prepare")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    data = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=False)
+    result = prepare(data, cfg.paths.prepared, cfg.paths.reports)
+    stats = result.calibration
+    origin = "generated" if result.generated else "read"
+    log.info("%s %s in %.1f s", origin, result.source_dir, result.seconds["generate"])
+    log.info("%d patients, %d slices", stats["patients"], stats["slices"])
+    log.info("tumour pixels: %.2f %% of all pixels", 100 * stats["tumour_pixel_fraction"])
+    log.info("slices with tumour: %.1f %%", 100 * stats["positive_slice_fraction"])
+    log.info("tumour within positive slices: %.2f %%", 100 * stats["tumour_fraction_in_positive"])
+    log.info(
+        "FLAIR lesion / surrounding brain: %.2f (lesion brighter in %.0f %% of positive slices)",
+        stats["flair_lesion_to_surround"],
+        100 * stats["flair_lesion_brighter"],
+    )
+    log.info("prepared data: %s; data card: %s", result.prepared, result.card)
+    log.info("prepare took %.1f s", result.seconds["total"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The prepare stage: source -> normalise -> resize -> patient split -> prepared arrays -> card.
+
+Middle floor: takes the ``data`` config as a plain mapping and the output paths. Every input
+file is read and validated before anything is written, and the prepared folder is written
+atomically, so a bad input leaves no partial ``data/prepared``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from segloss.data import card, kaggle, synthetic
+from segloss.data.prepared import SPLITS, PreparedSplit, load_manifest, load_meta, write_prepared
+from segloss.data.split import split_counts, split_patients
+from segloss.errors import ConfigError
+
+SOURCES = ("synthetic", "lgg")
+NORMALISATION = (
+    "per patient and channel: percentiles {low:g} and {high:g} of the patient's non-zero "
+    "voxels in that channel (native resolution) mapped linearly to 0..255 and clipped; then "
+    "area-resized to {size}x{size}. Masks: area-resized, then > 0.5."
+)
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What the prepare stage produced, for the entry point to report."""
+
+    prepared: Path
+    card: Path
+    source_dir: Path
+    generated: bool  # synthetic data generated now (False: reused, or real data)
+    calibration: dict[str, float]
+    seconds: dict[str, float]
+
+
+def _require(cfg: Mapping, key: str, kind: type, minimum: float | None = None):
+    value = cfg.get(key)
+    if value is None or value == "???":
+        raise ConfigError(f"data.{key} is not set")
+    try:
+        value = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"data.{key}={cfg.get(key)!r} is not a {kind.__name__}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"data.{key}={value} must be >= {minimum}")
+    return value
+
+
+def synthetic_settings(cfg: Mapping) -> synthetic.SyntheticSettings:
+    """Validated generator settings from the ``data`` config."""
+    slices = cfg.get("n_slices", (20, 24))
+    if len(slices) != 2 or not 1 <= int(slices[0]) <= int(slices[1]):
+        raise ConfigError(f"data.n_slices={list(slices)} must be [min, max] with 1 <= min <= max")
+    return synthetic.SyntheticSettings(
+        n_patients=_require(cfg, "n_patients", int, 3),
+        seed=_require(cfg, "seed", int),
+        size=_require(cfg, "tiff_size", int, 16),
+        n_slices=(int(slices[0]), int(slices[1])),
+    )
+
+
+def normalise(images: np.ndarray, low: float, high: float) -> torch.Tensor:
+    """(N,H,W,3) uint8 -> (N,3,H,W) float 0..1: one patient's percentile window per channel."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    out = torch.empty_like(x)
+    for c in range(3):
+        voxels = images[..., c][images[..., c] > 0]
+        lo, hi = np.percentile(voxels, (low, high)) if voxels.size else (0.0, 1.0)
+        out[:, c] = ((x[:, c] - float(lo)) / max(float(hi - lo), 1e-6)).clamp_(0.0, 1.0)
+    return out
+
+
+def resize(images: torch.Tensor, masks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Area-resize a patient: images to uint8 (N,size,size,3), masks to exactly {0, 1}."""
+    small = F.interpolate(images, size=(size, size), mode="area")
+    pixels = (small * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    m = torch.from_numpy(masks).float()[:, None]
+    small_masks = (F.interpolate(m, size=(size, size), mode="area")[:, 0] > 0.5).to(torch.uint8)
+    return pixels.numpy(), small_masks.numpy()
+
+
+def prepare(cfg: Mapping, prepared_dir: str | Path, reports_dir: str | Path) -> PrepareResult:
+    """Run the whole stage for the ``data`` config ``cfg``; returns where things went."""
+    started = time.perf_counter()
+    source = cfg.get("source")
+    if source not in SOURCES:
+        raise ConfigError(f"data.source={source!r}: expected one of {', '.join(SOURCES)}")
+    root = cfg.get("root")
+    if root in (None, "", "???"):
+        raise ConfigError("data.root is not set: pass data.root=<kaggle_3m folder or its parent>")
+    size = _require(cfg, "image_size", int, 8)
+    seed = _require(cfg, "seed", int)
+    fractions = dict(cfg.get("split") or {})
+    norm = dict(cfg.get("normalise") or {"low": 1.0, "high": 99.0})
+    if not 0 <= float(norm["low"]) < float(norm["high"]) <= 100:
+        raise ConfigError(f"data.normalise={norm}: need 0 <= low < high <= 100")
+    generated = False
+    if source == "synthetic":
+        settings = synthetic_settings(cfg)
+        split_counts(settings.n_patients, fractions)  # fail before a long generation
+        source_dir, generated = synthetic.generate(root, settings)
+    else:
+        source_dir = Path(root)
+    generation = time.perf_counter() - started
+
+    patients, tables = {}, []
+    for patient in kaggle.read_patients(source_dir):
+        tables.append(card.slice_table(patient))
+        pixels = normalise(patient.images, float(norm["low"]), float(norm["high"]))
+        patients[patient.name] = (patient.slices, *resize(pixels, patient.masks, size))
+    slices = pd.concat(tables, ignore_index=True)
+    stats = card.calibration(slices)
+    burden = (
+        slices.groupby("patient")["tumour_pixels"].sum() / slices.groupby("patient")["pixels"].sum()
+    )
+    assignment = split_patients(burden.to_dict(), fractions, seed)
+
+    splits = {}
+    for name in SPLITS:
+        members = [p for p in sorted(patients) if assignment[p] == name]
+        splits[name] = PreparedSplit(
+            images=np.concatenate([patients[p][1] for p in members]),
+            masks=np.concatenate([patients[p][2] for p in members]),
+            patients=np.concatenate([[p] * len(patients[p][0]) for p in members]),
+            slices=np.concatenate([patients[p][0] for p in members]),
+        )
+    meta = {
+        "source": source,
+        "source_dir": str(kaggle.find_root(source_dir)),
+        "seed": seed,
+        "split_fractions": fractions,
+        "normalisation": NORMALISATION.format(size=size, **norm),
+        "calibration": stats,
+    }
+    if source == "synthetic":
+        meta["generator"] = {**asdict(settings), "key": settings.key()}
+    prepared = write_prepared(prepared_dir, splits, meta)
+    baseline = card.background_baseline(splits["test"].masks)
+    text = card.render_card(load_manifest(prepared), stats, baseline, load_meta(prepared))
+    card_path = card.write_card(Path(reports_dir) / "data_card.md", text)
+    return PrepareResult(
+        prepared=prepared,
+        card=card_path,
+        source_dir=Path(meta["source_dir"]),
+        generated=generated,
+        calibration=stats,
+        seconds={"generate": generation, "total": time.perf_counter() - started},
+    )
