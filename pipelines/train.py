@@ -1,0 +1,38 @@
+"""Train one U-Net per (loss, seed), each tracked as an MLflow run.
+
+    python pipelines/train.py loss=dice seed=1          # one model
+    python pipelines/train.py -m                        # the default sweep (conf/config.yaml)
+    python pipelines/train.py -m loss=bce,focal seed=0,1 train.epochs=5 hydra/launcher=joblib
+
+See README "Training and tracking".
+"""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from segloss import sweep
+from segloss.cli import one_line_errors
+from segloss.training import train
+
+
+def _train(cfg: DictConfig) -> dict:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain["train"]["num_threads"] = sweep.num_threads(plain["train"]["num_threads"])
+    return train(plain, parent_run_id=sweep.parent_run_id())
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # A failing job must reach Hydra, which records it, runs the other jobs and raises at
+        # the end; one_line_errors would exit the whole sweep.
+        return _train(cfg)
+    return one_line_errors(_train)(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""Training: one U-Net for one (loss, seed), tracked as one MLflow run.
+
+Middle floor: takes the resolved config as a plain mapping (``seed``, ``paths``, ``model``,
+``loss``, ``train``, ``tracking``) and knows nothing of Hydra. The prepared train and
+validation splits are loaded into memory once as uint8 tensors (a few MB at 64x64) and
+batched on the fly; :func:`segloss.models.preprocess` turns them into model input.
+
+Outputs, written atomically: ``<paths.models>/<loss>/seed<k>/model.pt`` (the checkpoint of the
+best validation Dice, format in docs/architecture.md) and ``history.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from segloss import tracking
+from segloss.data.prepared import load_meta, load_split
+from segloss.errors import ConfigError, SeglossError
+from segloss.losses import build_loss
+from segloss.metrics import confusion_counts, per_patient
+from segloss.models import build_model, preprocess, resolve_device
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
+SCHEDULERS = ("onecycle", "cosine", "constant")
+DATA_KEYS = ("image_size", "data_hash", "splits", "source")
+
+
+class NonFiniteLoss(SeglossError):
+    """The training loss became NaN or infinite."""
+
+
+def _int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _number(check: Callable[[float], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int | float) and not isinstance(v, bool) and check(v)
+
+
+# train.<key>: (valid?, what it must be)
+TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (_int_at_least(1), "an integer >= 1"),
+    "batch_size": (_int_at_least(1), "an integer >= 1"),
+    "lr": (_number(lambda v: 0 < v < math.inf), "a number > 0"),
+    "weight_decay": (_number(lambda v: v >= 0), "a number >= 0"),
+    "patience": (lambda v: v is None or _int_at_least(1)(v), "an integer >= 1 or null"),
+    "num_threads": (lambda v: v is None or _int_at_least(1)(v), "an integer >= 1 or null"),
+    "scheduler": (lambda v: v in SCHEDULERS, f"one of {', '.join(SCHEDULERS)}"),
+}
+
+
+def check_config(cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` for out-of-range ``train`` settings, before any work."""
+    for key, (valid, expected) in TRAIN_RULES.items():
+        value = cfg["train"][key]
+        if not valid(value):
+            raise ConfigError(f"train.{key} must be {expected}, got {value!r}")
+
+
+def preflight(cfg: Mapping[str, Any]) -> dict:
+    """Every check that needs no training: settings, prepared data, tracking store.
+
+    Returns the prepared data's ``meta.json``. Run once per sweep before any job starts, and
+    again by each job.
+    """
+    check_config(cfg)
+    meta = load_meta(cfg["paths"]["prepared"])
+    tracking.prepare(cfg["tracking"]["uri"], cfg["tracking"]["experiment"])
+    return meta
+
+
+def output_dir(cfg: Mapping[str, Any]) -> Path:
+    """``<paths.models>/<loss>/seed<k>``."""
+    return Path(cfg["paths"]["models"]) / cfg["loss"]["name"] / f"seed{cfg['seed']}"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; prefer deterministic kernels (warn where none exists)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def augment_batch(
+    x: torch.Tensor, y: torch.Tensor, aug: Mapping[str, Any], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample random flips, rotation, zoom and intensity jitter of a whole batch.
+
+    Hand-written because torchvision.transforms.v2 draws one random transform per call (the
+    same for every image of a batch), and per-image calls would be slow. Flips, rotation and
+    zoom form one affine matrix per image, applied to image and mask together with a single
+    ``affine_grid``/``grid_sample`` call; the resampled mask is thresholded at 0.5. Random
+    numbers come from ``generator`` on the CPU, so the result does not depend on the device.
+    """
+    n = x.shape[0]
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return (torch.rand(n, generator=generator) * (high - low) + low).to(x.device)
+
+    def sign(p: float) -> torch.Tensor:
+        return torch.where(torch.rand(n, generator=generator) < p, -1.0, 1.0).to(x.device)
+
+    fx, fy = sign(aug["hflip"]), sign(aug["vflip"])
+    angle = uniform(-aug["rotate"], aug["rotate"]) * (math.pi / 180)
+    zoom = uniform(1 - aug["scale"], 1 + aug["scale"])
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    zero = torch.zeros_like(cos)
+    # theta maps output to input coordinates: rotation @ diag(fx, fy) / zoom.
+    theta = torch.stack(
+        [torch.stack([cos * fx, -sin * fy, zero], 1), torch.stack([sin * fx, cos * fy, zero], 1)],
+        1,
+    )
+    grid = F.affine_grid(theta, [n, 1, *x.shape[2:]], align_corners=False)
+    both = F.grid_sample(torch.cat([x, y], 1), grid, mode="bilinear", align_corners=False)
+    contrast = uniform(1 - aug["contrast"], 1 + aug["contrast"]).view(n, 1, 1, 1)
+    brightness = uniform(-aug["brightness"], aug["brightness"]).view(n, 1, 1, 1)
+    x = (both[:, :3] * contrast + brightness).clamp_(0.0, 1.0)
+    y = (both[:, 3:] > 0.5).float()
+    return x.contiguous(memory_format=torch.channels_last), y
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, t: Mapping[str, Any], total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule, stepped once per batch."""
+    if t["scheduler"] == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=t["lr"], total_steps=total_steps, pct_start=0.2
+        )
+    if t["scheduler"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=total_steps, eta_min=t["lr"] / 100
+        )
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+
+
+def _init_output_bias(model: nn.Module, masks: torch.Tensor) -> None:
+    """Set the output bias to the logit of the tumour-pixel share (option, off by default)."""
+    p = masks.float().mean().clamp(1e-4, 1 - 1e-4)
+    head = model.segmentation_head[0]
+    nn.init.constant_(head.bias, float(torch.logit(p)))
+
+
+def _train_steps(n: int, batch_size: int) -> int:
+    """Batches per epoch: the last incomplete batch is dropped unless it is the only one
+    (BatchNorm needs more than one sample, and full batches keep the steps equal)."""
+    return max(1, n // batch_size)
+
+
+@dataclass(frozen=True)
+class _InMemory:
+    """Train and validation splits as uint8 tensors on the device (images NHWC, masks NHW)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    val_patients: np.ndarray
+
+    @classmethod
+    def load(cls, prepared: str, device: torch.device) -> _InMemory:
+        train, val = (load_split(prepared, split, mmap=False) for split in ("train", "val"))
+
+        def put(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).to(device)
+
+        return cls(
+            put(train.images), put(train.masks), put(val.images), put(val.masks), val.patients
+        )
+
+
+def _targets(masks_uint8: torch.Tensor) -> torch.Tensor:
+    return masks_uint8.unsqueeze(1).float()
+
+
+def _train_epoch(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    data: _InMemory,
+    t: Mapping[str, Any],
+    generator: torch.Generator,
+    bar: tqdm,
+) -> float:
+    """One pass over the shuffled training set; the mean batch loss."""
+    model.train()
+    n = len(data.x_train)
+    batches = torch.randperm(n, generator=generator).split(t["batch_size"])
+    batches = batches[: _train_steps(n, t["batch_size"])]
+    total = torch.zeros((), device=data.x_train.device)
+    for i, idx in enumerate(batches, 1):
+        x, y = preprocess(data.x_train[idx]), _targets(data.y_train[idx])
+        if t["augment"]["enabled"]:
+            x, y = augment_batch(x, y, t["augment"], generator)
+        loss = loss_fn(model(x), y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(
+                f"training loss became {loss.item()}; lower train.lr or check the loss options"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.detach()
+        bar.update()
+        bar.set_postfix(loss=f"{total.item() / i:.4f}", refresh=False)
+    return total.item() / len(batches)
+
+
+@torch.inference_mode()
+def evaluate_split(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    patients: np.ndarray,
+    batch_size: int,
+) -> dict[str, float]:
+    """Validation loss and per-patient (pooled) Dice and IoU, averaged over patients."""
+    model.eval()
+    total, counts = 0.0, []
+    for idx in torch.arange(len(images)).split(batch_size):
+        logits = model(preprocess(images[idx]))
+        total += float(loss_fn(logits, _targets(masks[idx]))) * len(idx)
+        counts.append(confusion_counts(logits[:, 0] > 0, masks[idx] > 0))
+    frame = pd.DataFrame(
+        {"patient": patients, **{k: np.concatenate([c[k] for c in counts]) for k in counts[0]}}
+    )
+    volumes = per_patient(frame)
+    return {
+        "val_loss": total / len(images),
+        "val_dice": float(volumes["dice"].mean()),
+        "val_iou": float(volumes["iou"].mean()),
+    }
+
+
+def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write through a temporary sibling file, then rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fit(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    data: _InMemory,
+    t: Mapping[str, Any],
+    generator: torch.Generator,
+    run: tracking.TrackedRun,
+    label: str,
+) -> tuple[list[dict[str, float]], dict[str, torch.Tensor], int, float]:
+    """The epoch loop with validation, best-Dice checkpointing and early stopping.
+
+    Returns the history rows, the best state dict (on the CPU), its epoch and its Dice.
+    """
+    steps = _train_steps(len(data.x_train), t["batch_size"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    scheduler = _scheduler(optimizer, t, total_steps=t["epochs"] * steps)
+    history: list[dict[str, float]] = []
+    best_dice, best_epoch, best_state = -math.inf, 0, {}
+    for epoch in range(1, t["epochs"] + 1):
+        tic = time.perf_counter()
+        with tqdm(total=steps, desc=f"{label} epoch {epoch}/{t['epochs']}", unit="batch") as bar:
+            try:
+                train_loss = _train_epoch(
+                    model, loss_fn, optimizer, scheduler, data, t, generator, bar
+                )
+            except NonFiniteLoss as exc:
+                raise NonFiniteLoss(f"{label}, epoch {epoch}: {exc}") from None
+            val = evaluate_split(
+                model, loss_fn, data.x_val, data.y_val, data.val_patients, t["batch_size"]
+            )
+            bar.set_postfix(loss=f"{train_loss:.4f}", val_dice=f"{val['val_dice']:.4f}")
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            **val,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - tic,
+        }
+        history.append(row)
+        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        if row["val_dice"] > best_dice:
+            best_dice, best_epoch = row["val_dice"], epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        elif t["patience"] and epoch - best_epoch >= t["patience"]:
+            log.info("%s: early stop at epoch %d", label, epoch)
+            break
+    return history, best_state, best_epoch, best_dice
+
+
+def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[str, Any]:
+    """Train one model for ``cfg["loss"]`` and ``cfg["seed"]``; returns a summary dict.
+
+    ``cfg`` is the whole resolved config as plain containers; ``parent_run_id`` nests the
+    MLflow run under a sweep's parent run. Raises :class:`ConfigError`,
+    ``MissingPreparedData`` or ``TrackingError`` before any work, and :class:`NonFiniteLoss`
+    naming loss, seed and epoch if the loss diverges (the run then ends FAILED).
+    """
+    meta = preflight(cfg)
+    t, loss_name, seed = cfg["train"], cfg["loss"]["name"], int(cfg["seed"])
+    label = f"loss {loss_name}, seed {seed}"
+    if t["num_threads"]:
+        torch.set_num_threads(int(t["num_threads"]))
+    device = resolve_device(t["device"])
+    seed_everything(seed)
+    data = _InMemory.load(cfg["paths"]["prepared"], device)
+    model = build_model(cfg["model"]).to(device)
+    if t["init_output_bias"]:
+        _init_output_bias(model, data.y_train)
+    loss_fn = build_loss(cfg["loss"]).to(device)
+    generator = torch.Generator().manual_seed(seed)
+    tags = {
+        "loss": loss_name,
+        "seed": seed,
+        "model": cfg["model"].get("name", cfg["model"]["encoder_name"]),
+        "git_commit": tracking.git_commit(),
+        "data_hash": meta.get("data_hash"),
+    }
+    out = output_dir(cfg)
+    started = time.perf_counter()
+    with tracking.tracked_run(
+        cfg["tracking"]["uri"],
+        cfg["tracking"]["experiment"],
+        run_name=f"{loss_name} seed{seed}",
+        parent_run_id=parent_run_id,
+        tags=tags,
+        params=tracking.flatten(cfg),
+    ) as run:
+        history, best_state, best_epoch, best_dice = _fit(
+            model, loss_fn, data, t, generator, run, label
+        )
+        checkpoint = {
+            "state_dict": best_state,
+            "config": dict(cfg),
+            "data": {k: meta.get(k) for k in DATA_KEYS},
+            "best_epoch": best_epoch,
+            "best_val_dice": best_dice,
+            "mlflow_run_id": run.run_id,
+            "mlflow_parent_run_id": parent_run_id,
+        }
+        frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+        _atomic_write(out / "model.pt", lambda p: torch.save(checkpoint, p))
+        _atomic_write(out / "history.csv", lambda p: frame.to_csv(p, index=False))
+        seconds = time.perf_counter() - started
+        run.log_metrics(
+            {"best_val_dice": best_dice, "best_epoch": best_epoch, "train_seconds": seconds},
+            step=best_epoch,
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            config_path = Path(tmp) / "config.yaml"
+            config_path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+            run.log_artifacts([config_path, out / "history.csv"])
+        if cfg["tracking"]["log_model"]:
+            model.load_state_dict(best_state)
+            run.log_model(model.cpu().eval())
+    log.info(
+        "%s: best val Dice %.4f at epoch %d, %.1f s -> %s",
+        label, best_dice, best_epoch, seconds, out / "model.pt",
+    )  # fmt: skip
+    return {
+        "loss": loss_name,
+        "seed": seed,
+        "best_epoch": best_epoch,
+        "best_val_dice": best_dice,
+        "epochs_run": len(history),
+        "seconds": seconds,
+        "model_path": str(out / "model.pt"),
+        "mlflow_run_id": run.run_id,
+    }
