@@ -1,7 +1,7 @@
 """DVC stage `prepare`: build the data set (synthetic by default), split it, write the card.
 
-    python pipelines/prepare.py                                   # synthetic, 40 patients
-    python pipelines/prepare.py data=lgg data.root=../shared/data/lgg_sample
+python pipelines/prepare.py                                   # synthetic, 40 patients
+python pipelines/prepare.py data=lgg data.root=../shared/data/lgg_sample
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from segloss.errors import DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump whenever the output changes for the same settings
+GENERATOR_VERSION = 2  # bump whenever the output changes for the same settings
 FOV_MM = 256.0  # field of view of a written slice, as in the real scans
 SLAB_MM = (-46.0, 78.0)  # MNI z range the slices span: cerebellum to vertex
 LESION_Z_MM = (-15.0, 50.0)  # MNI z range of lesion centres: cerebral hemispheres
@@ -176,7 +176,7 @@ def lesion_model(
     field and confined to parenchyma (it spreads along white matter, spares CSF).
     """
     site = tpl.lesion_sites[rng.integers(len(tpl.lesion_sites))]
-    radius = rng.uniform(28.0, 44.0)
+    radius = rng.uniform(25.0, 40.0)
     k = int(rng.integers(3, 6))
     offsets = rng.normal(0.0, 0.5 * radius, (k, 3)) * np.array(LESION_SHAPE)
     centres = site + offsets * (np.arange(k) > 0)[:, None]  # the first lobe sits on the site
