@@ -116,7 +116,7 @@ stratified by tumour burden). Data hash `{meta["data_hash"]}`.
 | slices with tumour, % | {100 * stats["positive_slice_fraction"]:.1f} | 35-45 |
 | tumour % within positive slices | {100 * stats["tumour_fraction_in_positive"]:.2f} | 1-6 |
 | FLAIR lesion / surrounding brain (median) | {stats["flair_lesion_to_surround"]:.2f} | > 1 |
-| FLAIR lesion brighter, % of slices | {100 * stats["flair_lesion_brighter"]:.0f} | most |
+| FLAIR lesion brighter, % of tumour slices | {100 * stats["flair_lesion_brighter"]:.0f} | most |
 
 ## Why pixel accuracy misleads: an all-background prediction on the test split
 
