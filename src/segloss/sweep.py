@@ -42,6 +42,14 @@ class MlflowSweepCallback(Callback):
         self._parent: tuple[str, str] | None = None
         self._signals = contextlib.ExitStack()
 
+    def __getstate__(self) -> dict:
+        """Launchers pickle the callbacks to their workers: only the launching process owns
+        the parent run and the signal handler, so copies start empty."""
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
     @one_line_errors
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from segloss.training import preflight  # torch-heavy; only needed once a sweep starts

@@ -1,0 +1,186 @@
+"""pipelines/train.py through the real Hydra CLI: sweeps, launchers, MLflow runs, CLI errors.
+
+Each subprocess pays the torch/mlflow imports (~5-10 s), so every case uses 1 epoch on the
+32x32 tiny data set.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from segloss.models import load_checkpoint
+from segloss.sweep import PARENT_RUN_FILE
+from segloss.training import HISTORY_COLUMNS
+
+pytestmark = pytest.mark.slow
+
+PER_EPOCH = {"train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"}
+
+
+def run_train(repo: Path, tmp: Path, prepared: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the CLI on ``prepared`` writing into ``tmp``, 1 epoch unless ``args`` say otherwise."""
+    base = [
+        f"paths.prepared={prepared}",
+        f"paths.models={tmp / 'models'}",
+        f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+        "train.epochs=1",
+        f"hydra.sweep.dir={tmp / 'sweep'}",
+        f"hydra.run.dir={tmp / 'run'}",
+    ]
+    given = {a.split("=")[0] for a in args}
+    cmd = [
+        sys.executable,
+        str(repo / "pipelines" / "train.py"),
+        *args,
+        *(b for b in base if b.split("=")[0] not in given),
+    ]
+    return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+
+
+def runs(tmp: Path) -> pd.DataFrame:
+    """Every run of the experiment, with a ``parent`` column (NaN for the sweep's parent)."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    frame = mlflow.search_runs(experiment_names=["segloss"])
+    return frame.rename(columns={"tags.mlflow.parentRunId": "parent"})
+
+
+def split_parent(tmp: Path) -> tuple[pd.Series, pd.DataFrame]:
+    frame = runs(tmp)
+    parents = frame[frame["parent"].isna()]
+    assert len(parents) == 1, frame[["run_id", "parent"]]
+    parent = parents.iloc[0]
+    assert (tmp / "sweep" / PARENT_RUN_FILE).read_text().strip() == parent.run_id
+    children = frame[frame["parent"] == parent.run_id]
+    assert len(children) == len(frame) - 1
+    return parent, children
+
+
+def test_tiny_sweep_writes_models_histories_and_nested_runs(repo_root, tiny_prepared, tmp_path):
+    proc = run_train(
+        repo_root,
+        tmp_path,
+        tiny_prepared,
+        "-m",
+        "loss=bce,bce_dice",
+        "seed=0",
+        "train.num_threads=1",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, children = split_parent(tmp_path)
+    assert parent.status == "FINISHED"
+    assert sorted(children["tags.loss"]) == ["bce", "bce_dice"]
+    client = mlflow.MlflowClient()
+    for _, child in children.iterrows():
+        loss = child["tags.loss"]
+        out = tmp_path / "models" / loss / "seed0"
+        history = pd.read_csv(out / "history.csv")
+        assert list(history.columns) == HISTORY_COLUMNS and history["epoch"].tolist() == [1]
+        _, checkpoint = load_checkpoint(out / "model.pt")
+        assert checkpoint["mlflow_run_id"] == child.run_id
+        assert checkpoint["mlflow_parent_run_id"] == parent.run_id
+        assert child.status == "FINISHED"
+        assert child["tags.seed"] == "0" and len(child["tags.git_commit"]) == 40
+        assert child["tags.data_hash"] == checkpoint["data"]["data_hash"]
+        assert child["params.train.lr"] == "0.001" and child["params.loss.name"] == loss
+        assert child["params.model.encoder_name"] == "resnet18"
+        for metric in PER_EPOCH:
+            assert len(client.get_metric_history(child.run_id, metric)) == 1, metric
+        artifacts = {a.path for a in client.list_artifacts(child.run_id)}
+        assert artifacts == {"config.yaml", "history.csv"}
+        models = client.search_logged_models(
+            [child.experiment_id], filter_string=f"source_run_id = '{child.run_id}'"
+        )
+        assert len(models) == 1
+
+
+def test_failed_job_ends_failed_and_the_sweep_goes_on(repo_root, tiny_prepared, tmp_path):
+    proc = run_train(
+        repo_root,
+        tmp_path,
+        tiny_prepared,
+        "-m",
+        "loss=bce",
+        "seed=0",
+        "loss.pos_weight=inf,2.0",  # the first job's loss is not finite
+        "train.num_threads=1",
+        "tracking.log_model=false",
+    )
+    assert proc.returncode != 0
+    assert "loss bce, seed 0, epoch 1: training loss became" in proc.stderr
+    parent, children = split_parent(tmp_path)
+    by_weight = dict(zip(children["params.loss.pos_weight"], children.status, strict=True))
+    assert by_weight == {"inf": "FAILED", "2.0": "FINISHED"}
+    assert parent.status == "FAILED"
+    assert (tmp_path / "models" / "bce" / "seed0" / "model.pt").is_file()
+
+
+def test_joblib_parallel_jobs_log_every_run_param_and_metric(repo_root, tiny_prepared, tmp_path):
+    proc = run_train(
+        repo_root,
+        tmp_path,
+        tiny_prepared,
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=3",
+        "loss=bce,dice,bce_dice",
+        "seed=0",
+        "tracking.log_model=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, children = split_parent(tmp_path)
+    assert parent.status == "FINISHED" and len(children) == 3
+    assert set(children.status) == {"FINISHED"}
+    client = mlflow.MlflowClient()
+    for _, child in children.iterrows():
+        checkpoint = load_checkpoint(
+            tmp_path / "models" / child["tags.loss"] / "seed0" / "model.pt"
+        )
+        expected = {f"params.{k}" for k in _flat_keys(checkpoint[1]["config"])}
+        logged = {c for c in child.index if c.startswith("params.") and pd.notna(child[c])}
+        assert logged == expected
+        assert child["params.train.num_threads"] == "1"  # 2 cores // 3 jobs, at least 1
+        for metric in PER_EPOCH:
+            assert len(client.get_metric_history(child.run_id, metric)) == 1, metric
+
+
+def _flat_keys(config: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in config.items():
+        keys += _flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return keys
+
+
+def test_submitit_local_job_writes_its_model_and_child_run(repo_root, tiny_prepared, tmp_path):
+    proc = run_train(
+        repo_root,
+        tmp_path,
+        tiny_prepared,
+        "-m",
+        "hydra/launcher=submitit_local",
+        "loss=dice",
+        "seed=1",
+        "tracking.log_model=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, children = split_parent(tmp_path)
+    assert parent.status == "FINISHED"
+    assert children["tags.loss"].tolist() == ["dice"] and children.status.tolist() == ["FINISHED"]
+    assert (tmp_path / "models" / "dice" / "seed1" / "history.csv").is_file()
+
+
+def test_cli_errors_are_one_line_before_any_work(repo_root, tiny_prepared, tmp_path):
+    single = run_train(repo_root, tmp_path, tiny_prepared, "train.epochs=0")
+    assert single.returncode == 2
+    assert single.stderr.strip().splitlines()[-1].startswith("error: train.epochs must be")
+    sweep = run_train(repo_root, tmp_path, tmp_path / "missing", "-m", "loss=bce,dice")
+    assert sweep.returncode == 2
+    assert (
+        "run the prepare stage" in sweep.stderr and "Launching" not in sweep.stdout + sweep.stderr
+    )
+    assert not (tmp_path / "models").exists() and not (tmp_path / "mlflow.db").exists()

@@ -1,0 +1,136 @@
+"""segloss.training in-process (Hydra compose API): repeatability, outputs, bad input."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from segloss import tracking
+from segloss.data.prepared import MissingPreparedData
+from segloss.errors import ConfigError
+from segloss.models import load_checkpoint
+from segloss.training import HISTORY_COLUMNS, NonFiniteLoss, augment_batch, train
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """train() sets process-wide torch state; give the rest of the suite its defaults back."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture
+def make_cfg(repo_root, tiny_prepared, tmp_path):
+    """The composed config for the tiny data, writing into tmp_path; extra overrides allowed."""
+
+    def make(*overrides: str, models: str = "models") -> dict:
+        base = [
+            f"paths.prepared={tiny_prepared}",
+            f"paths.models={tmp_path / models}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            "tracking.log_model=false",
+            "train.epochs=2",
+            "train.num_threads=1",
+        ]
+        with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[*base, *overrides])
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    return make
+
+
+def test_same_seed_gives_same_history_and_weights(make_cfg, tmp_path):
+    first = train(make_cfg("loss=bce_dice", "seed=3", models="a"))
+    second = train(make_cfg("loss=bce_dice", "seed=3", models="b"))
+    histories = [
+        pd.read_csv(tmp_path / m / "bce_dice" / "seed3" / "history.csv") for m in ("a", "b")
+    ]
+    assert list(histories[0].columns) == HISTORY_COLUMNS
+    assert len(histories[0]) == 2
+    pd.testing.assert_frame_equal(*(h.drop(columns="seconds") for h in histories))
+    (model_a, ckpt_a), (model_b, _) = (load_checkpoint(r["model_path"]) for r in (first, second))
+    for key, value in model_a.state_dict().items():
+        assert torch.equal(value, model_b.state_dict()[key]), key
+    assert ckpt_a["best_epoch"] == first["best_epoch"]
+    assert ckpt_a["best_val_dice"] == pytest.approx(histories[0]["val_dice"].max())
+    assert ckpt_a["config"]["loss"]["name"] == "bce_dice" and ckpt_a["config"]["seed"] == 3
+    assert set(ckpt_a["data"]) == {"image_size", "data_hash", "splits", "source"}
+    assert ckpt_a["mlflow_run_id"] == first["mlflow_run_id"]
+    assert ckpt_a["mlflow_parent_run_id"] is None
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking.run_status(uri, first["mlflow_run_id"]) == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    ("override", "setting"),
+    [
+        ("train.epochs=0", "train.epochs"),
+        ("train.lr=0", "train.lr"),
+        ("train.lr=-1e-3", "train.lr"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.scheduler=step", "train.scheduler"),
+    ],
+)
+def test_bad_settings_fail_before_any_work(make_cfg, tmp_path, override, setting):
+    with pytest.raises(ConfigError, match=setting):
+        train(make_cfg(override))
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "models").exists()
+
+
+def test_missing_prepared_data_says_to_run_prepare(make_cfg, tmp_path):
+    with pytest.raises(MissingPreparedData, match="run the prepare stage"):
+        train(make_cfg(f"paths.prepared={tmp_path / 'nowhere'}"))
+
+
+def test_unreachable_tracking_server_fails_before_training(make_cfg, tmp_path):
+    with pytest.raises(tracking.TrackingError, match="unreachable"):
+        train(make_cfg("tracking.uri=http://127.0.0.1:9"))
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("group", ["loss", "model"])
+def test_unknown_loss_or_model_lists_the_choices(make_cfg, group):
+    with pytest.raises(MissingConfigException, match="bce_dice|unet_r18_slim"):
+        make_cfg(f"{group}=nope")
+
+
+def test_non_finite_loss_names_loss_seed_epoch_and_fails_the_run(make_cfg, tmp_path):
+    with pytest.raises(NonFiniteLoss, match=r"loss bce, seed 1, epoch 1") as excinfo:
+        train(make_cfg("loss=bce", "seed=1", "loss.pos_weight=inf"))
+    assert "nan" in str(excinfo.value) or "inf" in str(excinfo.value)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("segloss").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert not (tmp_path / "models" / "bce" / "seed1").exists()
+
+
+def test_augment_keeps_masks_binary_and_images_in_range():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 3, 32, 32)
+    y = (torch.rand(8, 1, 32, 32) > 0.7).float()
+    aug = {"hflip": 0.5, "vflip": 0.5, "rotate": 15, "scale": 0.1, "brightness": 0.1}
+    xa, ya = augment_batch(x, y, {**aug, "contrast": 0.1}, g)
+    assert xa.shape == x.shape and ya.shape == y.shape
+    assert set(ya.unique().tolist()) <= {0.0, 1.0}
+    assert xa.min() >= 0 and xa.max() <= 1
+    assert xa.is_contiguous(memory_format=torch.channels_last)
+    # per-sample: different images of one batch get different transforms
+    same = torch.zeros(8, 3, 32, 32) + torch.linspace(0, 1, 32)
+    out, _ = augment_batch(same, torch.zeros(8, 1, 32, 32), {**aug, "contrast": 0.0}, g)
+    assert not all(torch.allclose(out[0], out[i]) for i in range(1, 8))
+
+
+def test_identity_augmentation_is_exact():
+    x = torch.rand(2, 3, 16, 16)
+    y = (torch.rand(2, 1, 16, 16) > 0.5).float()
+    none = dict.fromkeys(("hflip", "vflip", "rotate", "scale", "brightness", "contrast"), 0.0)
+    xa, ya = augment_batch(x, y, none, torch.Generator().manual_seed(0))
+    assert torch.allclose(xa, x, atol=1e-6) and torch.equal(ya, y)
