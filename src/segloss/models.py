@@ -61,10 +61,13 @@ def load_checkpoint(
 ) -> tuple[nn.Module, dict]:
     """Rebuild a model from a ``model.pt`` checkpoint (see docs/architecture.md).
 
+    ``device`` may be ``auto`` (see :func:`resolve_device`).
+
     Returns the model (eval mode, channels_last, on ``device``) and the whole checkpoint dict.
     """
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    target = resolve_device(str(device))
+    checkpoint = torch.load(path, map_location=target, weights_only=True)
     model = build_model(checkpoint["config"]["model"])
     model.load_state_dict(checkpoint["state_dict"])
-    model.to(device=resolve_device(str(device)), memory_format=torch.channels_last)
+    model.to(device=target, memory_format=torch.channels_last)
     return model.eval(), checkpoint
