@@ -28,7 +28,7 @@ def run_train(repo: Path, tmp: Path, prepared: Path, *args: str) -> subprocess.C
     base = [
         f"paths.prepared={prepared}",
         f"paths.models={tmp / 'models'}",
-        f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+        f"tracking.uri={uri(tmp)}",
         "train.epochs=1",
         f"hydra.sweep.dir={tmp / 'sweep'}",
         f"hydra.run.dir={tmp / 'run'}",
@@ -43,10 +43,18 @@ def run_train(repo: Path, tmp: Path, prepared: Path, *args: str) -> subprocess.C
     return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
 
 
+def uri(tmp: Path) -> str:
+    return f"sqlite:///{tmp / 'mlflow.db'}"
+
+
 def runs(tmp: Path) -> pd.DataFrame:
     """Every run of the experiment, with a ``parent`` column (NaN for the sweep's parent)."""
-    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
-    frame = mlflow.search_runs(experiment_names=["segloss"])
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri(tmp))
+    try:
+        frame = mlflow.search_runs(experiment_names=["segloss"])
+    finally:
+        mlflow.set_tracking_uri(previous)
     return frame.rename(columns={"tags.mlflow.parentRunId": "parent"})
 
 
@@ -75,7 +83,7 @@ def test_tiny_sweep_writes_models_histories_and_nested_runs(repo_root, tiny_prep
     parent, children = split_parent(tmp_path)
     assert parent.status == "FINISHED"
     assert sorted(children["tags.loss"]) == ["bce", "bce_dice"]
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(uri(tmp_path))
     for _, child in children.iterrows():
         loss = child["tags.loss"]
         out = tmp_path / "models" / loss / "seed0"
@@ -136,7 +144,7 @@ def test_joblib_parallel_jobs_log_every_run_param_and_metric(repo_root, tiny_pre
     parent, children = split_parent(tmp_path)
     assert parent.status == "FINISHED" and len(children) == 3
     assert set(children.status) == {"FINISHED"}
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(uri(tmp_path))
     for _, child in children.iterrows():
         checkpoint = load_checkpoint(
             tmp_path / "models" / child["tags.loss"] / "seed0" / "model.pt"
