@@ -32,7 +32,6 @@ TINY = {
         "epochs": 1,
         "batch_size": 8,
         "num_threads": 1,
-        "scheduler": "constant",
     },
     "conf/eval/default.yaml": {"num_threads": 1, "batch_size": 32},
     "conf/report/default.yaml": {"n_boot": 200, "overlay_count": 3, "dpi": 40},

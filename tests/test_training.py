@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import mlflow
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ from segloss import tracking
 from segloss.data.prepared import MissingPreparedData
 from segloss.errors import ConfigError
 from segloss.models import load_checkpoint
-from segloss.training import HISTORY_COLUMNS, NonFiniteLoss, augment_batch, train
+from segloss.training import HISTORY_COLUMNS, NonFiniteLoss, _scheduler, augment_batch, train
 
 
 @pytest.fixture(autouse=True)
@@ -134,3 +136,16 @@ def test_identity_augmentation_is_exact():
     none = dict.fromkeys(("hflip", "vflip", "rotate", "scale", "brightness", "contrast"), 0.0)
     xa, ya = augment_batch(x, y, none, torch.Generator().manual_seed(0))
     assert torch.allclose(xa, x, atol=1e-6) and torch.equal(ya, y)
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "constant"])
+@pytest.mark.parametrize("total_steps", range(1, 13))
+def test_every_schedule_runs_any_number_of_steps(scheduler, total_steps):
+    """Short runs (1 epoch of a few batches) must not break the schedule (OneCycle at 5 did)."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1e-3)
+    schedule = _scheduler(optimizer, {"scheduler": scheduler, "lr": 1e-3}, total_steps)
+    for _ in range(total_steps):
+        optimizer.step()
+        schedule.step()
+    assert all(math.isfinite(group["lr"]) for group in optimizer.param_groups)

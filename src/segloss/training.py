@@ -146,8 +146,14 @@ def _scheduler(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """The learning-rate schedule, stepped once per batch."""
     if t["scheduler"] == "onecycle":
+        # OneCycleLR divides by zero when its warm-up ends on step 0 (pct_start * total_steps
+        # == 1, e.g. 5 steps): give the warm-up two whole steps at least, where there is room.
+        warmup = max(2, round(0.2 * total_steps))
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=t["lr"], total_steps=total_steps, pct_start=0.2
+            optimizer,
+            max_lr=t["lr"],
+            total_steps=total_steps,
+            pct_start=warmup / total_steps if total_steps > warmup else 0.2,
         )
     if t["scheduler"] == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
