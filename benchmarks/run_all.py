@@ -31,7 +31,7 @@ import torch
 import training
 from common import FULL, QUICK, Bench, machine
 
-from segloss.evaluation import atomic_path, write_json
+from segloss.io import atomic_path, write_json
 
 BENCHMARKS = ("training", "naive", "sweep", "inference", "metrics")
 # summary key: (what it is, goal)

@@ -22,13 +22,10 @@ Outputs (docs/architecture.md, "Evaluation outputs"), each written atomically:
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +36,7 @@ import torch
 from segloss import metrics
 from segloss.data.prepared import PreparedSplit, load_meta, load_split
 from segloss.errors import ConfigError, SeglossError
+from segloss.io import atomic_path, write_csv, write_json
 from segloss.models import load_checkpoint, preprocess, resolve_device
 
 ID_COLUMNS = ["loss", "seed", "patient", "slice"]
@@ -113,53 +111,6 @@ class Checkpoint:
     @property
     def name(self) -> str:
         return f"{self.loss}_seed{self.seed}"
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` (file or folder) and move it onto ``path`` on success.
-
-    Readers (and DVC) never see a half-written output; a failure leaves the old one in place.
-    The temporary name keeps ``path``'s suffix, so writers that append one (``np.savez``) agree.
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
-    try:
-        yield tmp
-        if tmp.is_dir() and final.is_dir():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        else:
-            tmp.unlink(missing_ok=True)
-
-
-def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a frame as CSV atomically (no index)."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
-def write_json(data: object, path: str | os.PathLike) -> None:
-    """Write JSON atomically (indented, NaN as null)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
-
-
-def _json_safe(value: object) -> object:
-    """NaN/inf -> None and numpy scalars -> Python, recursively (JSON has no NaN)."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def find_checkpoints(models_dir: str | os.PathLike) -> list[Checkpoint]:

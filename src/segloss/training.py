@@ -33,6 +33,7 @@ from tqdm import tqdm
 from segloss import tracking
 from segloss.data.prepared import load_meta, load_split
 from segloss.errors import ConfigError, SeglossError
+from segloss.io import atomic_path, write_csv
 from segloss.losses import build_loss
 from segloss.metrics import confusion_counts, per_patient
 from segloss.models import build_model, preprocess, resolve_device
@@ -263,19 +264,6 @@ def evaluate_split(
     }
 
 
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary sibling file, then rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _fit(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -376,8 +364,9 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
             "mlflow_parent_run_id": parent_run_id,
         }
         frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-        _atomic_write(out / "model.pt", lambda p: torch.save(checkpoint, p))
-        _atomic_write(out / "history.csv", lambda p: frame.to_csv(p, index=False))
+        with atomic_path(out / "model.pt") as tmp:
+            torch.save(checkpoint, tmp)
+        write_csv(frame, out / "history.csv")
         seconds = time.perf_counter() - started
         run.log_metrics(
             {"best_val_dice": best_dice, "best_epoch": best_epoch, "train_seconds": seconds},

@@ -6,8 +6,6 @@ scores a high pixel accuracy on the test split, next to a Dice and IoU of 0.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -133,11 +131,3 @@ means need the same care.)
 
 Normalisation: {meta["normalisation"]}
 """
-
-
-def write_card(path: str | Path, text: str) -> Path:
-    """Write the card, creating its folder."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    return out

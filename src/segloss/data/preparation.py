@@ -21,6 +21,7 @@ from segloss.data import card, kaggle, synthetic
 from segloss.data.prepared import SPLITS, PreparedSplit, load_manifest, load_meta, write_prepared
 from segloss.data.split import split_counts, split_patients
 from segloss.errors import ConfigError
+from segloss.io import write_text
 
 SOURCES = ("synthetic", "lgg")
 NORMALISATION = (
@@ -160,7 +161,8 @@ def prepare(cfg: Mapping, prepared_dir: str | Path, reports_dir: str | Path) -> 
     prepared = write_prepared(prepared_dir, splits, meta)
     baseline = card.background_baseline(splits["test"].masks)
     text = card.render_card(load_manifest(prepared), stats, baseline, load_meta(prepared))
-    card_path = card.write_card(Path(reports_dir) / "data_card.md", text)
+    card_path = Path(reports_dir) / "data_card.md"
+    write_text(text, card_path)
     return PrepareResult(
         prepared=prepared,
         card=card_path,

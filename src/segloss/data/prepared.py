@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from segloss.errors import SeglossError
+from segloss.io import atomic_path
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ["patient", "slice", "split", "tumour_pixels", "height", "width", "index"]
@@ -113,9 +112,8 @@ def write_prepared(
     (a SHA-256 over every array, so a model can be matched to the data it was trained on).
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
         digest = hashlib.sha256()
         rows = []
         patients_per_split = {}
@@ -151,10 +149,4 @@ def write_prepared(
             "data_hash": digest.hexdigest()[:16],
         }
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -17,8 +17,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from scipy.spatial.transform import Rotation
 from scipy.special import expit
 
 from segloss.errors import DataError
+from segloss.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +267,8 @@ def generate(root: str | Path, settings: SyntheticSettings) -> tuple[Path, bool]
         return out, False
     if out.exists():
         raise DataError(f"{out}: incomplete synthetic data folder (no kaggle_3m); delete it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
         tpl = load_templates()
         log.info("generating %d synthetic patients into %s", settings.n_patients, out)
         for index in range(settings.n_patients):
@@ -280,8 +278,4 @@ def generate(root: str | Path, settings: SyntheticSettings) -> tuple[Path, bool]
             write_patient(tmp / "kaggle_3m" / name, *render(rng, tpl, n, settings.size))
         (tmp / "README.md").write_text(readme(settings))
         (tmp / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out, True

@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 
 from segloss.data.prepared import PreparedSplit, load_meta, load_split
 from segloss.errors import SeglossError
-from segloss.evaluation import atomic_path, pool_calibration, write_json
+from segloss.evaluation import pool_calibration
+from segloss.io import atomic_path, write_json, write_text
 from segloss.report import figures, tables
 from segloss.report.render import Block, Heading, Image, Table, Text, to_html, to_markdown
 from segloss.report.verdict import build_verdict, comparison_table, headline
@@ -144,8 +145,7 @@ def build_report(
         for image in images.values():
             (tmp / image.name).write_bytes(image.png)
     for key, render in (("report_md", to_markdown), ("report_html", to_html)):
-        with atomic_path(paths[key]) as tmp:
-            tmp.write_text(render(TITLE, blocks))
+        write_text(render(TITLE, blocks), paths[key])
     write_json(verdict, paths["verdict"])
     _log_to_parent_runs(tracking_uri, data.per_model, list(paths.values()))
     return paths
