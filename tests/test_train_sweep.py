@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from hydra import compose, initialize_config_dir
 
 from segloss.models import load_checkpoint
 from segloss.sweep import PARENT_RUN_FILE
@@ -70,6 +71,8 @@ def split_parent(tmp: Path) -> tuple[pd.Series, pd.DataFrame]:
 
 
 def test_tiny_sweep_writes_models_histories_and_nested_runs(repo_root, tiny_prepared, tmp_path):
+    with initialize_config_dir(str(repo_root / "conf"), version_base="1.3"):
+        default = compose("config")
     proc = run_train(
         repo_root,
         tmp_path,
@@ -96,7 +99,7 @@ def test_tiny_sweep_writes_models_histories_and_nested_runs(repo_root, tiny_prep
         assert child["tags.seed"] == "0" and len(child["tags.git_commit"]) == 40
         assert child["tags.data_hash"] == checkpoint["data"]["data_hash"]
         assert child["params.train.lr"] == "0.001" and child["params.loss.name"] == loss
-        assert child["params.model.encoder_name"] == "resnet18"
+        assert child["params.model.encoder_name"] == default.model.encoder_name
         for metric in PER_EPOCH:
             assert len(client.get_metric_history(child.run_id, metric)) == 1, metric
         artifacts = {a.path for a in client.list_artifacts(child.run_id)}
