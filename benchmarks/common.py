@@ -49,6 +49,7 @@ class Sizes:
     steps: dict[int, int]  # per image size: optimizer steps per timed repeat
     repeats: int
     sweep_losses: tuple[str, ...]
+    sweep_seeds: tuple[int, ...]
     sweep_train_slices: int
     sweep_epochs: int
     inference_images: int
@@ -70,8 +71,9 @@ FULL = Sizes(
     steps={64: 16, 256: 2},
     repeats=3,
     sweep_losses=("bce", "dice"),
-    sweep_train_slices=256,
-    sweep_epochs=2,
+    sweep_seeds=(0, 1),
+    sweep_train_slices=512,
+    sweep_epochs=4,
     inference_images=256,
     inference_batch_sizes=(1, 16, 64),
     metrics_pairs=1000,
@@ -90,6 +92,7 @@ QUICK = Sizes(
     steps={32: 2, 64: 1},
     repeats=1,
     sweep_losses=("bce", "dice"),
+    sweep_seeds=(0,),
     sweep_train_slices=8,
     sweep_epochs=1,
     inference_images=16,

@@ -182,7 +182,8 @@ def markdown(report: dict[str, Any]) -> str:
                 ]
             ),
             "",
-            f"{s['jobs']} jobs ({', '.join(s['losses'])}; seed 0), {s['epochs']} epoch(s) on "
+            f"{s['jobs']} jobs (losses {', '.join(s['losses'])}; seeds "
+            f"{', '.join(map(str, s['seeds']))}), {s['epochs']} epoch(s) on "
             f"{s['train_slices']} training slices of {s['image_size']}x{s['image_size']}.",
             "",
         ]

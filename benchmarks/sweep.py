@@ -1,7 +1,9 @@
 """Sweep throughput through the real CLI: sequential against ``hydra/launcher=joblib``.
 
-Both run ``python pipelines/train.py -m loss=<losses> seed=0`` on the same small prepared
-folder. Sequential: Hydra's basic launcher, every core for each job. Parallel: joblib with
+Both run ``python pipelines/train.py -m loss=<losses> seed=<seeds>`` on the same prepared
+folder (4 jobs of 4 epochs on 512 slices: long enough that worker start-up, ~10 s of imports
+per joblib worker, does not hide the compute). Sequential: Hydra's basic launcher, every
+core for each job. Parallel: joblib with
 ``n_jobs = min(cores, jobs)`` and ``train.num_threads`` left to :func:`segloss.sweep.num_threads`
 (cores // jobs), so jobs x threads = cores. Wall times include process start-up, the MLflow
 parent run and worker start-up: what a user waits for.
@@ -32,7 +34,7 @@ def run(bench: Bench) -> dict[str, Any]:
     sizes = bench.sizes
     size = sizes.image_sizes[0]
     prepared = bench.prepared(size, sizes.sweep_train_slices, sizes.eval_slices, sizes.eval_slices)
-    jobs = len(sizes.sweep_losses)
+    jobs = len(sizes.sweep_losses) * len(sizes.sweep_seeds)
     cores = joblib.cpu_count()  # what segloss.sweep.num_threads divides
     n_jobs = min(cores, jobs)
     base = [
@@ -40,7 +42,7 @@ def run(bench: Bench) -> dict[str, Any]:
         "pipelines/train.py",
         "-m",
         f"loss={','.join(sizes.sweep_losses)}",
-        "seed=0",
+        f"seed={','.join(map(str, sizes.sweep_seeds))}",
         f"train.epochs={sizes.sweep_epochs}",
         f"paths.prepared={prepared}",
         *bench.overrides(),
@@ -58,6 +60,7 @@ def run(bench: Bench) -> dict[str, Any]:
     return {
         "jobs": jobs,
         "losses": list(sizes.sweep_losses),
+        "seeds": list(sizes.sweep_seeds),
         "epochs": sizes.sweep_epochs,
         "train_slices": sizes.sweep_train_slices,
         "image_size": size,
