@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
 SCHEDULERS = ("onecycle", "cosine", "constant")
 DATA_KEYS = ("image_size", "data_hash", "splits", "source")
+SYNC_EVERY = 8  # training steps between reads of the loss (progress bar, NaN check)
 
 
 class NonFiniteLoss(SeglossError):
@@ -223,18 +224,22 @@ def _train_epoch(
         if t["augment"]["enabled"]:
             x, y = augment_batch(x, y, t["augment"], generator)
         loss = loss_fn(model(x), y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(
-                f"training loss became {loss.item()}; lower train.lr or check the loss options"
-            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         total += loss.detach()
         bar.update()
-        bar.set_postfix(loss=f"{total.item() / i:.4f}", refresh=False)
-    return total.item() / len(batches)
+        # Reading the loss waits for the device: do it every few steps, not every step. A NaN
+        # or inf stays in the running sum, so it is caught here within SYNC_EVERY steps.
+        if i % SYNC_EVERY == 0 or i == len(batches):
+            mean = total.item() / i
+            if not math.isfinite(mean):
+                raise NonFiniteLoss(
+                    f"training loss became {mean}; lower train.lr or check the loss options"
+                )
+            bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+    return mean
 
 
 @torch.inference_mode()
