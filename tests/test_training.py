@@ -149,3 +149,76 @@ def test_every_schedule_runs_any_number_of_steps(scheduler, total_steps):
         optimizer.step()
         schedule.step()
     assert all(math.isfinite(group["lr"]) for group in optimizer.param_groups)
+
+
+def _runs(tmp_path) -> list:
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("segloss").experiment_id
+    return client.search_runs([experiment], order_by=["attributes.start_time ASC"])
+
+
+def test_diverged_model_fails_with_reason_and_removes_the_older_model(make_cfg, tmp_path):
+    """lr=1e30: the training loss of the first step is finite, the weights and validation are
+    not. The job fails, the run says why, and the good older model.pt of (bce, 0) is gone."""
+    out = tmp_path / "models" / "bce" / "seed0"
+    train(make_cfg("loss=bce", "train.epochs=1"))
+    assert (out / "model.pt").is_file() and (out / "history.csv").is_file()
+    with pytest.raises(NonFiniteLoss, match=r"loss bce, seed 0, epoch 1: (validation|weights)"):
+        train(make_cfg("loss=bce", "train.epochs=1", "train.lr=1e30"))
+    assert not out.exists()
+    good, diverged = _runs(tmp_path)
+    assert good.info.status == "FINISHED" and "reason" not in good.data.tags
+    assert diverged.info.status == "FAILED"
+    assert diverged.data.tags["reason"].startswith("NonFiniteLoss: loss bce, seed 0, epoch 1")
+
+
+def test_non_finite_weights_are_divergence(make_cfg):
+    from segloss.training import _check_diverged
+
+    model = torch.nn.Linear(2, 1)
+    _check_diverged(model, {"val_loss": 0.5})
+    with pytest.raises(NonFiniteLoss, match="validation loss became inf"):
+        _check_diverged(model, {"val_loss": math.inf})
+    with torch.no_grad():
+        model.bias.fill_(math.nan)
+    with pytest.raises(NonFiniteLoss, match="weights became non-finite .* bias"):
+        _check_diverged(model, {"val_loss": 0.5})
+
+
+def test_same_fingerprint_is_reused_and_any_change_retrains(make_cfg, tmp_path):
+    out = tmp_path / "models" / "dice" / "seed0"
+    first = train(make_cfg("loss=dice", "train.epochs=1"))
+    stamp = (out / "model.pt").stat().st_mtime_ns
+    # tracking and paths do not change the weights: reused, nothing logged
+    again = train(make_cfg("loss=dice", "train.epochs=1", "tracking.log_model=true"))
+    assert again["reused"] and again["mlflow_run_id"] == first["mlflow_run_id"]
+    assert (out / "model.pt").stat().st_mtime_ns == stamp and len(_runs(tmp_path)) == 1
+    # a loss option, or train.reuse=false, retrains
+    changed = train(make_cfg("loss=dice", "train.epochs=1", "loss.smooth=2.0"))
+    assert "reused" not in changed and (out / "model.pt").stat().st_mtime_ns != stamp
+    forced = train(make_cfg("loss=dice", "train.epochs=1", "loss.smooth=2.0", "train.reuse=false"))
+    assert "reused" not in forced and len(_runs(tmp_path)) == 3
+    _, checkpoint = load_checkpoint(out / "model.pt")
+    assert checkpoint["fingerprint"]["config"]["loss"]["smooth"] == 2.0
+    assert "tracking" not in checkpoint["fingerprint"]["config"]
+
+
+def test_changed_training_code_or_data_retrains(make_cfg, tmp_path, monkeypatch):
+    from segloss import training
+
+    train(make_cfg("loss=bce", "train.epochs=1"))
+    monkeypatch.setattr(training, "code_version", lambda: "edited")
+    assert "reused" not in train(make_cfg("loss=bce", "train.epochs=1"))
+    assert train(make_cfg("loss=bce", "train.epochs=1"))["reused"]
+    monkeypatch.setattr(training, "load_meta", lambda d: {"data_hash": "other"})
+    assert "reused" not in train(make_cfg("loss=bce", "train.epochs=1"))
+
+
+def test_code_version_covers_every_module_training_imports():
+    from segloss.training import code_modules
+
+    modules = code_modules()
+    for name in ("segloss.training", "segloss.losses", "segloss.models", "segloss.metrics"):
+        assert name in modules
+    assert "segloss.data.prepared" in modules and "segloss.io" in modules
+    assert "segloss.sweep" not in modules and "segloss.evaluation" not in modules

@@ -6,9 +6,15 @@ fluent API's process-global "active run", because sweep jobs run in other proces
 nested under its sweep's parent run by the ``mlflow.parentRunId`` tag, which is exactly what
 ``mlflow.start_run(nested=True)`` writes.
 
-SQLite with parallel writers: the sweep's launcher process creates the database and the
-experiment before any job starts (:func:`prepare`), so jobs never race on schema creation;
-every write retries while SQLite reports "database is locked".
+SQLite with parallel writers: the schema is created (or migrated) once, under a file lock
+beside the database (``<db>.lock``), so two sweeps started together on a fresh store do not
+race in MLflow's migrations; every write retries (tenacity) while SQLite reports "database
+is locked".
+
+Every run records where it runs (tags ``segloss.host``, ``segloss.pid``,
+``segloss.pid_started``), so a later sweep can end as KILLED the runs that a process killed
+with ``kill -9`` left RUNNING (:func:`end_stale_runs`). A run that ends FAILED or KILLED
+carries the reason as the tag ``reason`` (:func:`end_run`).
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -29,7 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import filelock
 import mlflow
+import psutil
+import tenacity
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -43,22 +52,32 @@ FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 LOCK_RETRIES = 12
 MODEL_PIP_REQUIREMENTS = ["torch", "segmentation-models-pytorch"]
+# Tags every run gets: where its process runs, so a dead process's runs can be found.
+HOST_TAG, PID_TAG, PID_STARTED_TAG = "segloss.host", "segloss.pid", "segloss.pid_started"
+REASON_TAG = "reason"  # why a run ended FAILED or KILLED
+MAX_TAG_LENGTH = 5000  # MLflow's limit for a tag value
 
 
 class TrackingError(SeglossError):
     """The tracking server or store cannot be used."""
 
 
+def _is_locked(exc: BaseException) -> bool:
+    # SQLAlchemy OperationalError, or the same wrapped in an MlflowException
+    return "database is locked" in str(exc)
+
+
 def _retry_locked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call ``fn``, retrying with jittered backoff while SQLite says "database is locked"."""
-    for attempt in range(LOCK_RETRIES):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # SQLAlchemy OperationalError, or wrapped in MlflowException
-            if "database is locked" not in str(exc) or attempt == LOCK_RETRIES - 1:
-                raise
-            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
+    """Call ``fn``, retrying with jittered exponential backoff while SQLite says "database is
+    locked" (up to ``LOCK_RETRIES`` attempts); any other error is raised at once."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_is_locked),
+        stop=tenacity.stop_after_attempt(LOCK_RETRIES),
+        wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
+        sleep=lambda seconds: time.sleep(seconds),  # looked up at call time (tests patch it)
+        reraise=True,
+    )
+    return retrying(fn, *args, **kwargs)
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -79,12 +98,17 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for any other store)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///"))
+    return None
+
+
 def _artifact_location(uri: str) -> str | None:
     """For a local SQLite store, keep artifacts beside the database (``mlartifacts/``)."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        return (db.resolve().parent / "mlartifacts").as_uri()
-    return None
+    db = sqlite_path(uri)
+    return (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
 
 
 @functools.cache
@@ -92,15 +116,47 @@ def _client(uri: str) -> mlflow.MlflowClient:
     return mlflow.MlflowClient(tracking_uri=uri)
 
 
+@contextlib.contextmanager
+def _schema_lock(uri: str) -> Iterator[None]:
+    """For SQLite: hold ``<db>.lock`` while MLflow creates or migrates the schema."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    with filelock.FileLock(f"{db}.lock", timeout=120):
+        yield
+
+
+@functools.cache
+def _ready(uri: str) -> mlflow.MlflowClient:
+    """A client whose store exists with its schema: created once per process, under the lock.
+
+    MLflow builds the store (and creates or migrates the tables) on the first call that needs
+    it; two processes doing that at once on a fresh file fail ("Online migration expected to
+    match one row", "No such constraint"), so the first call happens under the file lock.
+    """
+    client = _client(uri)
+    with _schema_lock(uri):
+        _retry_locked(client.search_experiments, max_results=1)
+    return client
+
+
 def prepare(uri: str, experiment: str) -> str:
     """Check the store, create the database and the experiment if needed; its id.
 
-    Call it once in the launching process before parallel jobs start.
+    A ``sqlite:///`` URI whose folder does not exist is an error (nothing is created).
     """
     check_reachable(uri)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = _retry_locked(_client, uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.parent.is_dir():
+        raise TrackingError(
+            f"tracking.uri={uri}: folder {db.parent} does not exist; create it or point "
+            "tracking.uri at an existing folder"
+        )
+    try:
+        client = _ready(uri)
+    except filelock.Timeout as exc:
+        raise TrackingError(f"tracking.uri={uri}: {exc}") from exc
     found = _retry_locked(client.get_experiment_by_name, experiment)
     if found is not None:
         return found.experiment_id
@@ -142,10 +198,13 @@ def start_run(
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> str:
-    """Create a RUNNING run (nested under ``parent_run_id`` if given); its id."""
+    """Create a RUNNING run (nested under ``parent_run_id`` if given); its id.
+
+    The run is tagged with this process's host, PID and start time (:func:`end_stale_runs`).
+    """
     client = _client(uri)
     experiment_id = prepare(uri, experiment)
-    all_tags = {k: str(v) for k, v in (tags or {}).items()}
+    all_tags = {**_process_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     run = _retry_locked(client.create_run, experiment_id, tags=all_tags, run_name=run_name)
@@ -155,9 +214,70 @@ def start_run(
     return run.info.run_id
 
 
-def end_run(uri: str, run_id: str, status: str = FINISHED) -> None:
-    """Mark a run FINISHED, FAILED or KILLED."""
-    _retry_locked(_client(uri).set_terminated, run_id, status)
+def end_run(uri: str, run_id: str, status: str = FINISHED, reason: str | None = None) -> None:
+    """Mark a run FINISHED, FAILED or KILLED; ``reason`` (why it failed or was killed) is kept
+    as the run's ``reason`` tag. The one place where a run's end and its reason are written
+    (sweeps, the SLURM launcher's jobs and stale-run clean-up all call it)."""
+    client = _client(uri)
+    if reason:
+        _retry_locked(client.set_tag, run_id, REASON_TAG, one_line(reason)[:MAX_TAG_LENGTH])
+    _retry_locked(client.set_terminated, run_id, status)
+
+
+def one_line(message: object) -> str:
+    """The first non-empty line of a message (exception texts can be long)."""
+    lines = [line for line in str(message).splitlines() if line.strip()]
+    return lines[0].strip() if lines else ""
+
+
+def _process_tags() -> dict[str, str]:
+    me = psutil.Process()
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(me.pid),
+        PID_STARTED_TAG: f"{me.create_time():.2f}",
+    }
+
+
+def _process_alive(pid: int, started: float | None) -> bool:
+    """Is the process ``pid`` (started at ``started``, seconds since the epoch) still there?"""
+    try:
+        process = psutil.Process(pid)
+        return started is None or abs(process.create_time() - started) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def end_stale_runs(uri: str, experiment: str) -> list[str]:
+    """End as KILLED the RUNNING runs of ``experiment`` whose process is gone; their ids.
+
+    Only runs recorded on this host (tag ``segloss.host``) whose PID no longer exists, or now
+    belongs to a process started at another time, are ended: runs of live processes and of
+    other machines are left alone. A sweep killed with ``kill -9`` leaves such runs.
+    """
+    client = _client(uri)
+    experiment_id = prepare(uri, experiment)
+    running = _retry_locked(
+        client.search_runs, [experiment_id], filter_string="attributes.status = 'RUNNING'"
+    )
+    host, ended = socket.gethostname(), []
+    for run in running:
+        tags = run.data.tags
+        if tags.get(HOST_TAG) != host or not tags.get(PID_TAG, "").isdigit():
+            continue
+        pid = int(tags[PID_TAG])
+        started = float(tags[PID_STARTED_TAG]) if tags.get(PID_STARTED_TAG) else None
+        if _process_alive(pid, started):
+            continue
+        end_run(
+            uri,
+            run.info.run_id,
+            KILLED,
+            reason=f"process {pid} on {host} ended without closing this run (found at the "
+            "start of a later run)",
+        )
+        ended.append(run.info.run_id)
+    return ended
 
 
 def log_metrics(
@@ -212,16 +332,29 @@ def run_status(uri: str, run_id: str) -> str:
     return _retry_locked(_client(uri).get_run, run_id).info.status
 
 
-def child_statuses(uri: str, parent_run_id: str) -> list[str]:
-    """Statuses of the runs nested under ``parent_run_id``."""
+def _children(uri: str, parent_run_id: str) -> list:
     client = _client(uri)
     parent = _retry_locked(client.get_run, parent_run_id)
-    children = _retry_locked(
+    return _retry_locked(
         client.search_runs,
         [parent.info.experiment_id],
         filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
     )
-    return [run.info.status for run in children]
+
+
+def child_statuses(uri: str, parent_run_id: str) -> list[str]:
+    """Statuses of the runs nested under ``parent_run_id``."""
+    return [run.info.status for run in _children(uri, parent_run_id)]
+
+
+def end_running_children(uri: str, parent_run_id: str, status: str, reason: str) -> list[str]:
+    """End every still-RUNNING child of a sweep (their jobs are gone); their ids."""
+    ended = []
+    for run in _children(uri, parent_run_id):
+        if run.info.status == "RUNNING":
+            end_run(uri, run.info.run_id, status, reason=reason)
+            ended.append(run.info.run_id)
+    return ended
 
 
 def sweep_status(uri: str, parent_run_id: str, *, completed: bool) -> str:
@@ -235,15 +368,22 @@ def sweep_status(uri: str, parent_run_id: str, *, completed: bool) -> str:
     return FINISHED
 
 
+def signal_reason(exc: BaseException) -> str:
+    """Why a KeyboardInterrupt happened: "SIGTERM" (from :func:`sigterm_as_interrupt`) or
+    Ctrl-C."""
+    return f"interrupted by {exc.args[0]}" if exc.args else "interrupted by Ctrl-C (SIGINT)"
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt (main thread only) so it ends the run as KILLED."""
+    """Turn SIGTERM into KeyboardInterrupt("SIGTERM") (main thread only), so it ends the run
+    as KILLED like Ctrl-C does."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -280,17 +420,21 @@ def tracked_run(
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> Iterator[TrackedRun]:
-    """A run that ends FINISHED, FAILED on an exception, KILLED on Ctrl-C or SIGTERM."""
+    """A run that ends FINISHED, FAILED on an exception, KILLED on Ctrl-C or SIGTERM; a FAILED
+    or KILLED run gets the exception's first line (or the signal) as its ``reason`` tag."""
     run_id = start_run(
         uri, experiment, run_name=run_name, parent_run_id=parent_run_id, tags=tags, params=params
     )
-    status = FAILED
+    status, reason = FAILED, "the process ended before the run did"
     try:
         with sigterm_as_interrupt():
             yield TrackedRun(uri, run_id, parent_run_id)
-        status = FINISHED
-    except KeyboardInterrupt:
-        status = KILLED
+        status, reason = FINISHED, None
+    except KeyboardInterrupt as exc:
+        status, reason = KILLED, signal_reason(exc)
+        raise
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {one_line(exc)}"
         raise
     finally:
-        end_run(uri, run_id, status)
+        end_run(uri, run_id, status, reason=reason)

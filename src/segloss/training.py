@@ -11,6 +11,12 @@ best validation Dice, format in docs/architecture.md) and ``history.csv``.
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import json
 import logging
 import math
 import os
@@ -47,7 +53,32 @@ SYNC_EVERY = 8  # training steps between reads of the loss (progress bar, NaN ch
 
 
 class NonFiniteLoss(SeglossError):
-    """The training loss became NaN or infinite."""
+    """Training diverged: the training or validation loss, or a weight, became NaN or infinite.
+
+    The job's run ends FAILED with this message as its ``reason`` tag, and no ``model.pt`` is
+    left for that (loss, seed): an older one is removed, so evaluation never scores it.
+    """
+
+
+def _non_finite_weights(model: nn.Module) -> list[str]:
+    """Names of parameters and buffers holding NaN or inf (BatchNorm statistics included)."""
+    return [
+        name
+        for name, value in model.state_dict().items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+def _check_diverged(model: nn.Module, val: Mapping[str, float]) -> None:
+    """Raise :class:`NonFiniteLoss` if validation or the weights show divergence."""
+    if not math.isfinite(val["val_loss"]):
+        raise NonFiniteLoss(
+            f"validation loss became {val['val_loss']}; lower train.lr or check the loss options"
+        )
+    if bad := _non_finite_weights(model):
+        raise NonFiniteLoss(
+            f"weights became non-finite ({len(bad)} tensors, e.g. {bad[0]}); lower train.lr"
+        )
 
 
 def _int_at_least(low: int) -> Callable[[Any], bool]:
@@ -294,11 +325,12 @@ def _fit(
                 train_loss = _train_epoch(
                     model, loss_fn, optimizer, scheduler, data, t, generator, bar
                 )
+                val = evaluate_split(
+                    model, loss_fn, data.x_val, data.y_val, data.val_patients, t["batch_size"]
+                )
+                _check_diverged(model, val)
             except NonFiniteLoss as exc:
                 raise NonFiniteLoss(f"{label}, epoch {epoch}: {exc}") from None
-            val = evaluate_split(
-                model, loss_fn, data.x_val, data.y_val, data.val_patients, t["batch_size"]
-            )
             bar.set_postfix(loss=f"{train_loss:.4f}", val_dice=f"{val['val_dice']:.4f}")
         row = {
             "epoch": epoch,
@@ -318,17 +350,119 @@ def _fit(
     return history, best_state, best_epoch, best_dice
 
 
+# Config keys that do not change the trained weights: left out of the fingerprint, so logging
+# elsewhere or evaluating differently reuses a model. (``data`` is covered by the data hash.)
+NOT_FINGERPRINTED = ("tracking", "paths", "eval", "report", "data")
+
+
+def code_modules(root: str = "segloss.training") -> list[str]:
+    """``root`` and every ``segloss`` module it imports, transitively, read from the source
+    with :mod:`ast` (only parent packages get imported, to locate files)."""
+    seen: set[str] = set()
+    todo = [root]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ModuleNotFoundError, ValueError):  # ``from segloss.x import function``
+            continue
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        seen.add(name)
+        tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.split(".")[0] == "segloss"]
+            elif (
+                isinstance(node, ast.ImportFrom)
+                and node.level == 0
+                and (node.module or "").split(".")[0] == "segloss"
+            ):
+                todo.append(node.module)
+                todo += [f"{node.module}.{a.name}" for a in node.names]  # submodules
+    return sorted(seen)
+
+
+@functools.cache
+def code_version() -> str:
+    """SHA-256 (16 hex digits) of the source of every module that training runs."""
+    digest = hashlib.sha256()
+    for name in code_modules():
+        digest.update(name.encode())
+        digest.update(Path(importlib.util.find_spec(name).origin).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What a trained model depends on: the resolved config (less :data:`NOT_FINGERPRINTED`
+    and ``train.reuse``), the prepared data's hash and the training code's version."""
+    config = {k: v for k, v in cfg.items() if k not in NOT_FINGERPRINTED}
+    config["train"] = {k: v for k, v in config["train"].items() if k != "reuse"}
+    return {"config": config, "data_hash": meta.get("data_hash"), "code_version": code_version()}
+
+
+def fingerprint_hash(fp: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def reusable(out: Path, fp_hash: str) -> dict[str, Any] | None:
+    """The summary of ``out/model.pt`` if it was trained from the same fingerprint, else None.
+
+    An unreadable or older-format checkpoint is not reusable (it is retrained and replaced).
+    """
+    path, history = out / "model.pt", out / "history.csv"
+    if not (path.is_file() and history.is_file()):
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # truncated or foreign file: retrain it
+        log.warning("%s: unreadable (%s); retraining it", path, tracking.one_line(exc))
+        return None
+    if checkpoint.get("fingerprint_hash") != fp_hash:
+        return None
+    return {
+        "loss": checkpoint["config"]["loss"]["name"],
+        "seed": int(checkpoint["config"]["seed"]),
+        "best_epoch": checkpoint["best_epoch"],
+        "best_val_dice": checkpoint["best_val_dice"],
+        "epochs_run": len(pd.read_csv(history)),
+        "seconds": 0.0,
+        "model_path": str(path),
+        "mlflow_run_id": checkpoint.get("mlflow_run_id"),
+        "reused": True,
+    }
+
+
+def remove_outputs(out: Path) -> None:
+    """Delete a (loss, seed)'s ``model.pt`` and ``history.csv`` (and the folder if empty)."""
+    for name in ("model.pt", "history.csv"):
+        (out / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        out.rmdir()
+
+
 def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[str, Any]:
     """Train one model for ``cfg["loss"]`` and ``cfg["seed"]``; returns a summary dict.
 
     ``cfg`` is the whole resolved config as plain containers; ``parent_run_id`` nests the
-    MLflow run under a sweep's parent run. Raises :class:`ConfigError`,
+    MLflow run under a sweep's parent run. With ``train.reuse`` (default) an existing
+    ``model.pt`` trained from the same :func:`fingerprint` is kept and nothing is trained or
+    logged (the summary says ``reused: True``). Raises :class:`ConfigError`,
     ``MissingPreparedData`` or ``TrackingError`` before any work, and :class:`NonFiniteLoss`
-    naming loss, seed and epoch if the loss diverges (the run then ends FAILED).
+    naming loss, seed and epoch if training diverges (the run then ends FAILED, and no
+    ``model.pt`` is left for this loss and seed).
     """
     meta = preflight(cfg)
     t, loss_name, seed = cfg["train"], cfg["loss"]["name"], int(cfg["seed"])
     label = f"loss {loss_name}, seed {seed}"
+    out = output_dir(cfg)
+    fp = fingerprint(cfg, meta)
+    fp_hash = fingerprint_hash(fp)
+    if t.get("reuse", True) and (summary := reusable(out, fp_hash)):
+        log.info("%s: %s is up to date (same config, data and code); reused", label, out)
+        return summary
     if t["num_threads"]:
         torch.set_num_threads(int(t["num_threads"]))
     device = resolve_device(t["device"])
@@ -345,45 +479,54 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
         "model": cfg["model"].get("name", cfg["model"]["encoder_name"]),
         "git_commit": tracking.git_commit(),
         "data_hash": meta.get("data_hash"),
+        "code_version": fp["code_version"],
+        "fingerprint": fp_hash,
     }
-    out = output_dir(cfg)
     started = time.perf_counter()
-    with tracking.tracked_run(
-        cfg["tracking"]["uri"],
-        cfg["tracking"]["experiment"],
-        run_name=f"{loss_name} seed{seed}",
-        parent_run_id=parent_run_id,
-        tags=tags,
-        params=tracking.flatten(cfg),
-    ) as run:
-        history, best_state, best_epoch, best_dice = _fit(
-            model, loss_fn, data, t, generator, run, label
-        )
-        checkpoint = {
-            "state_dict": best_state,
-            "config": dict(cfg),
-            "data": {k: meta.get(k) for k in DATA_KEYS},
-            "best_epoch": best_epoch,
-            "best_val_dice": best_dice,
-            "mlflow_run_id": run.run_id,
-            "mlflow_parent_run_id": parent_run_id,
-        }
-        frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-        with atomic_path(out / "model.pt") as tmp:
-            torch.save(checkpoint, tmp)
-        write_csv(frame, out / "history.csv")
-        seconds = time.perf_counter() - started
-        run.log_metrics(
-            {"best_val_dice": best_dice, "best_epoch": best_epoch, "train_seconds": seconds},
-            step=best_epoch,
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            config_path = Path(tmp) / "config.yaml"
-            config_path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
-            run.log_artifacts([config_path, out / "history.csv"])
-        if cfg["tracking"]["log_model"]:
-            model.load_state_dict(best_state)
-            run.log_model(model.cpu().eval())
+    try:
+        with tracking.tracked_run(
+            cfg["tracking"]["uri"],
+            cfg["tracking"]["experiment"],
+            run_name=f"{loss_name} seed{seed}",
+            parent_run_id=parent_run_id,
+            tags=tags,
+            params=tracking.flatten(cfg),
+        ) as run:
+            history, best_state, best_epoch, best_dice = _fit(
+                model, loss_fn, data, t, generator, run, label
+            )
+            checkpoint = {
+                "state_dict": best_state,
+                "config": dict(cfg),
+                "data": {k: meta.get(k) for k in DATA_KEYS},
+                "best_epoch": best_epoch,
+                "best_val_dice": best_dice,
+                "mlflow_run_id": run.run_id,
+                "mlflow_parent_run_id": parent_run_id,
+                "fingerprint": fp,
+                "fingerprint_hash": fp_hash,
+            }
+            write_csv(pd.DataFrame(history, columns=HISTORY_COLUMNS), out / "history.csv")
+            seconds = time.perf_counter() - started
+            run.log_metrics(
+                {"best_val_dice": best_dice, "best_epoch": best_epoch, "train_seconds": seconds},
+                step=best_epoch,
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                config_path = Path(tmp) / "config.yaml"
+                config_path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+                run.log_artifacts([config_path, out / "history.csv"])
+            if cfg["tracking"]["log_model"]:
+                model.load_state_dict(best_state)
+                run.log_model(model.cpu().eval())
+            # model.pt last: it marks the (loss, seed) done, so a job killed anywhere before
+            # this rename leaves no model.pt and is retrained, never reused.
+            with atomic_path(out / "model.pt") as tmp:
+                torch.save(checkpoint, tmp)
+    except NonFiniteLoss:
+        # A diverged model is never a result: an older one of this (loss, seed) goes too.
+        remove_outputs(out)
+        raise
     log.info(
         "%s: best val Dice %.4f at epoch %d, %.1f s -> %s",
         label, best_dice, best_epoch, seconds, out / "model.pt",
