@@ -44,6 +44,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from torch import nn
 
+from segloss import slurm
 from segloss.errors import SeglossError
 
 T = TypeVar("T")
@@ -232,11 +233,14 @@ def one_line(message: object) -> str:
 
 def _process_tags() -> dict[str, str]:
     me = psutil.Process()
-    return {
+    tags = {
         HOST_TAG: socket.gethostname(),
         PID_TAG: str(me.pid),
         PID_STARTED_TAG: f"{me.create_time():.2f}",
     }
+    if job_id := slurm.current_job_id():  # in a SLURM job: the launcher finds its run by it
+        tags[slurm.JOB_ID_TAG] = job_id
+    return tags
 
 
 def _process_alive(pid: int, started: float | None) -> bool:
@@ -340,6 +344,32 @@ def _children(uri: str, parent_run_id: str) -> list:
         [parent.info.experiment_id],
         filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
     )
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    status: str
+    tags: dict[str, str]
+
+
+def child_runs(
+    uri: str, parent_run_id: str, tags: Mapping[str, str] | None = None
+) -> list[RunInfo]:
+    """The runs nested under ``parent_run_id`` that carry every one of ``tags``."""
+    wanted = dict(tags or {})
+    return [
+        RunInfo(run.info.run_id, run.info.status, dict(run.data.tags))
+        for run in _children(uri, parent_run_id)
+        if all(run.data.tags.get(k) == v for k, v in wanted.items())
+    ]
+
+
+def set_tags(uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set tags on an existing run (running or ended)."""
+    client = _client(uri)
+    for key, value in tags.items():
+        _retry_locked(client.set_tag, run_id, key, str(value)[:MAX_TAG_LENGTH])
 
 
 def child_statuses(uri: str, parent_run_id: str) -> list[str]:
