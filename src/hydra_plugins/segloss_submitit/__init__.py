@@ -1,0 +1,1 @@
+"""segloss's Hydra launcher plugin: the SLURM launcher of ``conf/hydra/launcher/slurm.yaml``."""

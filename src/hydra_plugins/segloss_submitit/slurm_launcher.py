@@ -1,0 +1,214 @@
+"""hydra-submitit-launcher's SLURM launcher, made to finish a sweep the way the others do.
+
+``hydra/launcher=slurm`` (conf/hydra/launcher/slurm.yaml) uses it. Differences from
+``submitit_slurm``:
+
+* every job's config starts from ``task_overrides`` (the command line still wins), so the
+  launcher file sets ``train.num_threads`` to ``cpus_per_task`` and ``train.device``;
+* it waits for every job before reporting any failure (submitit's launcher raises at the
+  first failed job while the others still run), asking the controller with ``scontrol``
+  (:mod:`segloss.slurm`), so it also works where ``sacct`` does not;
+* a job that SLURM ended (scancel, time limit, memory, node failure) has its MLflow run
+  ended KILLED (cancelled, preempted) or FAILED (anything else), tagged ``slurm_state`` and
+  with the SLURM state as its ``reason``; the sweep then fails naming each (loss, seed);
+* Ctrl-C or SIGTERM while waiting cancels the sweep's jobs that have not ended.
+
+Plugins must live in the ``hydra_plugins`` namespace; imports of segloss and submitit are
+deferred so that discovering plugins stays fast for every entry point.
+"""
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SeglossSlurmQueueConf(SlurmQueueConf):
+    _target_: str = "hydra_plugins.segloss_submitit.slurm_launcher.SeglossSlurmLauncher"
+    # Task-config overrides every job starts from (command-line overrides come after them).
+    task_overrides: list[str] = field(default_factory=list)
+    # Seconds between two looks at the jobs' states while waiting for them.
+    poll_s: float = 5.0
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher",
+    name="segloss_submitit_slurm",
+    node=SeglossSlurmQueueConf(),
+    provider="segloss",
+)
+
+
+class SlurmJobFailed(Exception):
+    """A sweep job that did not complete; the message names its (loss, seed) and why."""
+
+
+class SeglossSlurmLauncher(SlurmLauncher):
+    def __init__(self, task_overrides: Sequence[str] = (), poll_s: float = 5.0, **params: Any):
+        super().__init__(**params)
+        if OmegaConf.is_config(task_overrides):
+            task_overrides = OmegaConf.to_container(task_overrides, resolve=True)
+        self.task_overrides = [str(o) for o in task_overrides]
+        self.poll_s = float(poll_s)
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        overrides = [[*self.task_overrides, *o] for o in job_overrides]
+        jobs = self._submit(overrides, initial_job_idx)
+        try:
+            self._wait(jobs)
+        except KeyboardInterrupt:
+            log.warning("interrupted: cancelling the sweep's SLURM jobs that have not ended")
+            for job in jobs:
+                job.cancel(check=False)
+            raise
+        results = [self._result(job, o) for job, o in zip(jobs, overrides, strict=True)]
+        failed = [r for r in results if r.status == JobStatus.FAILED]
+        if failed:
+            log.error(
+                "%d of %d SLURM jobs failed:\n%s",
+                len(failed),
+                len(results),
+                "\n".join(f"  {r._return_value}" for r in failed),
+            )
+        return results
+
+    def _submit(self, job_overrides: list[list[str]], initial_job_idx: int) -> list:
+        """Submit one array of jobs, as ``BaseSubmititLauncher.launch`` does."""
+        import submitit
+
+        assert self.config is not None
+        params = dict(self.params)
+        executor = submitit.AutoExecutor(
+            cluster="slurm",
+            folder=params.pop("submitit_folder"),
+            slurm_max_num_timeout=params.pop("max_num_timeout"),
+        )
+        shared = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(
+            **{k if k in shared else f"slurm_{k}": v for k, v in params.items()}
+        )
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        log.info("Submitit 'slurm' sweep output dir : %s", sweep_dir)
+        args = []
+        for idx, overrides in enumerate(job_overrides, initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            args.append(
+                (overrides, "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
+            )
+        return executor.map_array(self, *zip(*args, strict=True))
+
+    def _wait(self, jobs: list) -> None:
+        waiting = list(jobs)
+        while waiting:
+            waiting = [job for job in waiting if not _ended(job)]
+            if waiting:
+                time.sleep(self.poll_s)
+
+    def _result(self, job: Any, overrides: list[str]) -> JobReturn:
+        from submitit.core.utils import FailedJobError, UncompletedJobError
+
+        from segloss import slurm
+
+        label = self._label(overrides)
+        state = _state(job)
+        if job.paths.result_pickle.exists() or state.state == "COMPLETED":
+            try:
+                ret = job.results()[0]
+            except (UncompletedJobError, FailedJobError) as exc:
+                return self._failed(overrides, f"{label}: SLURM job {job.job_id}: {exc}")
+            if ret.status == JobStatus.FAILED and label not in str(ret._return_value):
+                error = SlurmJobFailed(f"{label} (SLURM job {job.job_id}): {ret._return_value}")
+                error.__cause__ = ret._return_value
+                ret.return_value = error
+            return ret
+        reason = f"SLURM job {job.job_id} ended {state.describe()}"
+        self._record_in_mlflow(overrides, job.job_id, state, reason)
+        status = "KILLED" if state.state in slurm.KILLED_STATES else "FAILED"
+        return self._failed(
+            overrides, f"{label}: {reason}; MLflow run {status}; log {job.paths.stderr}"
+        )
+
+    def _sweep_config(self, overrides: list[str]) -> Any:
+        assert self.hydra_context is not None and self.config is not None
+        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+
+    def _label(self, overrides: list[str]) -> str:
+        try:
+            cfg = self._sweep_config(overrides)
+            return f"loss {cfg.loss.name}, seed {cfg.seed}"
+        except Exception:  # not segloss's config: name the job by its overrides
+            return " ".join(filter_overrides(overrides))
+
+    def _failed(self, overrides: list[str], message: str) -> JobReturn:
+        return JobReturn(
+            overrides=overrides,
+            status=JobStatus.FAILED,
+            _return_value=SlurmJobFailed(message),
+        )
+
+    def _record_in_mlflow(self, overrides: list[str], job_id: str, state: Any, reason: str) -> None:
+        """End the job's MLflow run (or record one, if the job never started it)."""
+        from segloss import slurm, tracking
+        from segloss.sweep import PARENT_RUN_FILE
+
+        assert self.config is not None
+        parent_file = Path(str(self.config.hydra.sweep.dir)) / PARENT_RUN_FILE
+        if not parent_file.is_file():
+            log.warning("%s: no MLflow parent run (%s missing); not recorded", reason, parent_file)
+            return
+        parent = parent_file.read_text().strip()
+        cfg = self._sweep_config(overrides)
+        uri, experiment = cfg.tracking.uri, cfg.tracking.experiment
+        status = tracking.KILLED if state.state in slurm.KILLED_STATES else tracking.FAILED
+        tags = {slurm.JOB_ID_TAG: job_id, slurm.STATE_TAG: state.state}
+        runs = tracking.child_runs(uri, parent, {slurm.JOB_ID_TAG: job_id})
+        if not runs:  # ended before training started: record it all the same
+            run_id = tracking.start_run(
+                uri,
+                experiment,
+                run_name=f"{cfg.loss.name} seed{cfg.seed}",
+                parent_run_id=parent,
+                tags={"loss": cfg.loss.name, "seed": cfg.seed, **tags},
+            )
+            runs = [tracking.RunInfo(run_id, "RUNNING", {})]
+        for run in runs:
+            tracking.set_tags(uri, run.run_id, tags)
+            before = run.tags.get(tracking.REASON_TAG)
+            tracking.end_run(
+                uri,
+                run.run_id,
+                status if run.status == "RUNNING" else run.status,
+                reason=f"{reason} ({before})" if before else reason,
+            )
+
+
+def _state(job: Any) -> Any:
+    """The job's SLURM state: from the controller, else (forgotten job) from sacct."""
+    from segloss import slurm
+
+    state = slurm.job_state(job.job_id)
+    return state if state is not None else slurm.JobState(job.state)
+
+
+def _ended(job: Any) -> bool:
+    if job.paths.result_pickle.exists():
+        return True
+    from segloss import slurm
+
+    state = slurm.job_state(job.job_id)
+    return state is None or state.ended
