@@ -20,6 +20,7 @@ from segloss.training import train
 
 
 def _train(cfg: DictConfig) -> dict:
+    sweep.watch_launcher()  # a job in another process: stop (run KILLED) if the sweep dies
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain["train"]["num_threads"] = sweep.num_threads(plain["train"]["num_threads"])
     return train(plain, parent_run_id=sweep.parent_run_id())

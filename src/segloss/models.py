@@ -13,6 +13,8 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
+from segloss.errors import DataError
+
 IN_CHANNELS = 3
 CLASSES = 1
 
@@ -64,10 +66,29 @@ def load_checkpoint(
     ``device`` may be ``auto`` (see :func:`resolve_device`).
 
     Returns the model (eval mode, channels_last, on ``device``) and the whole checkpoint dict.
+    A missing, truncated or foreign file raises :class:`DataError` naming it.
     """
     target = resolve_device(str(device))
-    checkpoint = torch.load(path, map_location=target, weights_only=True)
-    model = build_model(checkpoint["config"]["model"])
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        checkpoint = torch.load(path, map_location=target, weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # torch's PytorchStreamReader errors name no file
+        raise _unusable(path, f"not a readable checkpoint ({_first_line(exc)})") from None
+    if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= checkpoint.keys():
+        raise _unusable(path, "not a segloss checkpoint (no config/state_dict)")
+    try:
+        model = build_model(checkpoint["config"]["model"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise _unusable(path, f"weights do not fit its config ({_first_line(exc)})") from None
     model.to(device=target, memory_format=torch.channels_last)
     return model.eval(), checkpoint
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _unusable(path: str | os.PathLike, what: str) -> DataError:
+    return DataError(f"{path}: {what}; retrain it (`dvc repro train`)")

@@ -1,23 +1,40 @@
 """Hydra glue for training sweeps: the MLflow parent run of a multirun, and per-job settings.
 
 :class:`MlflowSweepCallback` (``hydra.callbacks`` in conf/config.yaml) runs in the launching
-process. ``on_multirun_start`` runs every pre-flight check once (settings, prepared data,
-tracking store: one clear error before any job), creates the parent run and writes its id
-to ``<sweep dir>/mlflow_parent_run_id``; jobs (in this process, joblib workers or submitit
-processes, possibly on other machines sharing the folder) read it with
-:func:`parent_run_id`. The parent ends in ``on_multirun_end``, or at exit when the sweep
-raised (Hydra's basic sweeper runs every job of the batch, then raises for a failed one):
-KILLED if a child was, FAILED if a child failed or the sweep did not complete, else FINISHED.
+process. ``on_multirun_start`` composes every job's config and checks it (an unknown
+``loss=`` or an out-of-range setting in any job is one clear error before any run exists),
+runs the pre-flight checks once (prepared data, tracking store), ends as KILLED the runs
+that dead processes left RUNNING, claims the sweep folder (two live sweeps never share
+one), creates the parent run and writes its id to ``<sweep dir>/mlflow_parent_run_id``; jobs
+(in this process, joblib workers or submitit processes, possibly on other machines sharing
+the folder) read it with :func:`parent_run_id`. With ``prune: true`` (the DVC train stage)
+it also removes the models of (loss, seed) pairs no longer in the sweep.
+
+The parent ends in ``on_multirun_end``, or at exit when the sweep raised (Hydra's basic
+sweeper runs every job of the batch, then raises for a failed one). SIGTERM and Ctrl-C end
+every child still RUNNING and the parent as KILLED, whatever the launcher did to its
+workers; otherwise the parent is KILLED if a child was, FAILED if a child failed or the
+sweep did not complete, else FINISHED. Jobs in other processes on this host watch the
+launching process (:func:`watch_launcher`) and end their run KILLED if it dies.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import filelock
 import joblib
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -25,8 +42,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from segloss import tracking
 from segloss.cli import one_line_errors
+from segloss.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+# "<pid>:<start time>:<host>" of the launching process, for jobs in other processes
+LAUNCHER_ENV = "SEGLOSS_SWEEP_LAUNCHER"
+_TMP_NAME = re.compile(r"\.tmp-(\d+)-")  # segloss.io.atomic_path's temporary names
 
 
 def _plain(config: DictConfig) -> dict[str, Any]:
@@ -35,43 +58,129 @@ def _plain(config: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.masked_copy(config, keys), resolve=True)
 
 
-class MlflowSweepCallback(Callback):
-    """Create the sweep's MLflow parent run before its jobs and end it after them."""
+def _one_line(exc: BaseException) -> str:
+    """Hydra's multi-line composition errors as one line ("...; available: a, b")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines[:1] + ([f"{lines[1]} {', '.join(lines[2:])}"] if lines[1:] else []))
 
-    def __init__(self) -> None:
+
+def job_overrides(config: DictConfig) -> list[list[str]]:
+    """Every job's overrides, as Hydra's basic sweeper expands them (``hydra.sweeper.params``
+    first, the command line after, the cartesian product of the swept values)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    params += list(config.hydra.overrides.task)
+    loader = GlobalHydra.instance().config_loader()
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(params)
+    return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+
+
+def job_configs(config: DictConfig) -> list[dict[str, Any]]:
+    """Every job's resolved config (plain containers), composed as its launcher will.
+
+    A job that cannot be composed (``loss=nope``) raises :class:`ConfigError` naming it.
+    """
+    loader = GlobalHydra.instance().config_loader()
+    jobs = []
+    for overrides in job_overrides(config):
+        try:
+            job = loader.load_sweep_config(master_config=config, sweep_overrides=overrides)
+        except Exception as exc:  # Hydra's ConfigCompositionException, MissingConfigException
+            raise ConfigError(f"sweep job `{' '.join(overrides)}`: {_one_line(exc)}") from None
+        jobs.append(_plain(job))
+    return jobs
+
+
+def prune_models(jobs: list[Mapping[str, Any]]) -> list[Path]:
+    """Remove every ``<paths.models>/<loss>/seed<k>/`` that no job of the sweep writes, and
+    temporary files that dead processes left there; the removed paths."""
+    from segloss.training import output_dir
+
+    keep = {output_dir(job).resolve() for job in jobs}
+    removed = []
+    for root in {Path(job["paths"]["models"]) for job in jobs}:
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.glob("*/seed*")):
+            if folder.is_dir() and folder.resolve() not in keep:
+                shutil.rmtree(folder)
+                removed.append(folder)
+        for tmp in sorted(root.glob("**/.tmp-*")):
+            match = _TMP_NAME.match(tmp.name)
+            if match and not tracking._process_alive(int(match.group(1)), None):
+                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+                removed.append(tmp)
+        for loss_dir in root.iterdir():
+            if loss_dir.is_dir() and not any(loss_dir.iterdir()):
+                loss_dir.rmdir()
+    for path in removed:
+        log.info("removed %s (not in this sweep)", path)
+    return removed
+
+
+class MlflowSweepCallback(Callback):
+    """Create the sweep's MLflow parent run before its jobs and end it after them.
+
+    ``prune``: remove models of (loss, seed) pairs that are not in the sweep (the DVC train
+    stage sets it, so ``models/`` holds exactly the sweep).
+    """
+
+    def __init__(self, prune: bool = False) -> None:
+        self.prune = bool(prune)
         self._parent: tuple[str, str] | None = None
         self._signals = contextlib.ExitStack()
 
     def __getstate__(self) -> dict:
         """Launchers pickle the callbacks to their workers: only the launching process owns
-        the parent run and the signal handler, so copies start empty."""
-        return {}
+        the parent run and the signal handlers, so copies start empty."""
+        return {"prune": self.prune}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__()
+        self.__init__(**state)
 
     @one_line_errors
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from segloss.training import preflight  # torch-heavy; only needed once a sweep starts
+        from segloss.training import check_config, preflight  # torch-heavy: only once started
 
+        jobs = job_configs(config)
+        for job in jobs:
+            check_config(job)
         plain = _plain(config)
         preflight(plain)
         uri, experiment = plain["tracking"]["uri"], plain["tracking"]["experiment"]
+        ended = tracking.end_stale_runs(uri, experiment)
+        if ended:
+            log.info("ended %d run(s) of dead processes as KILLED", len(ended))
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        self._signals.enter_context(tracking.sigterm_as_interrupt((signal.SIGTERM, signal.SIGINT)))
+        atexit.register(self._end, completed=False)
         params = {f"sweep.{k}": v for k, v in (config.hydra.sweeper.get("params") or {}).items()}
         params["overrides"] = " ".join(config.hydra.overrides.task)
-        run_id = tracking.start_run(
-            uri,
-            experiment,
-            run_name=f"sweep {sweep_dir.name}",
-            tags={"sweep_dir": str(sweep_dir), "git_commit": tracking.git_commit()},
-            params=params,
-        )
-        (sweep_dir / PARENT_RUN_FILE).write_text(run_id + "\n")
-        self._parent = (uri, run_id)
-        self._signals.enter_context(tracking.sigterm_as_interrupt())
-        atexit.register(self._end, completed=False)
+        params["jobs"] = len(jobs)
+        with filelock.FileLock(str(sweep_dir / ".lock"), timeout=60):
+            parent_file = sweep_dir / PARENT_RUN_FILE
+            other = parent_file.read_text().strip() if parent_file.is_file() else ""
+            if other and tracking.run_is_live(uri, other):
+                raise ConfigError(
+                    f"hydra.sweep.dir={sweep_dir} is in use by the running sweep {other}; "
+                    "give this sweep another folder"
+                )
+            run_id = tracking.start_run(
+                uri,
+                experiment,
+                run_name=f"sweep {sweep_dir.name}",
+                tags={"sweep_dir": str(sweep_dir), "git_commit": tracking.git_commit()},
+                params=params,
+            )
+            self._parent = (uri, run_id)
+            parent_file.write_text(run_id + "\n")
+        host, pid, started = tracking.process_identity()
+        os.environ[LAUNCHER_ENV] = f"{pid}:{started}:{host}"
+        if self.prune:
+            prune_models(jobs)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._end(completed=True)
@@ -82,7 +191,48 @@ class MlflowSweepCallback(Callback):
             return
         uri, run_id = self._parent
         self._parent = None
-        tracking.end_run(uri, run_id, tracking.sweep_status(uri, run_id, completed=completed))
+        end_sweep(uri, run_id, completed=completed, signal_name=tracking.received_signal())
+
+
+def end_sweep(uri: str, run_id: str, *, completed: bool, signal_name: str | None) -> str:
+    """End a sweep's parent run and any child its dead jobs left RUNNING; the status.
+
+    After a signal, every RUNNING child and the parent end KILLED with the signal as reason.
+    """
+    if signal_name:
+        reason = f"sweep interrupted by {signal_name}"
+        tracking.end_running_children(uri, run_id, tracking.KILLED, reason)
+        tracking.end_run(uri, run_id, tracking.KILLED, reason=reason)
+        return tracking.KILLED
+    tracking.end_running_children(
+        uri, run_id, tracking.KILLED, "the sweep ended before this job did (its process died)"
+    )
+    status = tracking.sweep_status(uri, run_id, completed=completed)
+    statuses = tracking.child_statuses(uri, run_id)
+    reason = None
+    if status != tracking.FINISHED:
+        bad = sum(s in (tracking.FAILED, tracking.KILLED) for s in statuses)
+        reason = f"{bad} of {len(statuses)} jobs failed or were killed"
+        if not completed:
+            reason += "; the sweep stopped before its end"
+    tracking.end_run(uri, run_id, status, reason=reason)
+    return status
+
+
+_watching: list[int] = []
+
+
+def watch_launcher() -> None:
+    """In a sweep job running in another process on the launcher's host: end this job (as
+    SIGTERM does: run KILLED) once the launching process is gone. Once per process."""
+    value = os.environ.get(LAUNCHER_ENV, "")
+    if _watching or value.count(":") < 2:
+        return
+    pid, started, host = value.split(":", 2)
+    if host != socket.gethostname() or int(pid) == os.getpid():
+        return
+    _watching.append(int(pid))
+    tracking.watch_process(int(pid), float(started))
 
 
 def parent_run_id() -> str | None:

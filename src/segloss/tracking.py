@@ -252,6 +252,22 @@ def _process_alive(pid: int, started: float | None) -> bool:
         return False
 
 
+def run_is_live(uri: str, run_id: str) -> bool:
+    """Is ``run_id`` RUNNING in a process that still exists (or on another host, where that
+    cannot be checked)?"""
+    try:
+        run = _retry_locked(_client(uri).get_run, run_id)
+    except MlflowException:
+        return False
+    if run.info.status != "RUNNING":
+        return False
+    tags = run.data.tags
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return True
+    started = float(tags[PID_STARTED_TAG]) if tags.get(PID_STARTED_TAG) else None
+    return _process_alive(int(tags[PID_TAG]), started)
+
+
 def end_stale_runs(uri: str, experiment: str) -> list[str]:
     """End as KILLED the RUNNING runs of ``experiment`` whose process is gone; their ids.
 
@@ -398,28 +414,61 @@ def sweep_status(uri: str, parent_run_id: str, *, completed: bool) -> str:
     return FINISHED
 
 
+_RECEIVED: list[str] = []  # names of the signals turned into KeyboardInterrupt, in order
+
+
+def received_signal() -> str | None:
+    """The first signal :func:`sigterm_as_interrupt` turned into an interrupt in this process
+    (None if none did)."""
+    return _RECEIVED[0] if _RECEIVED else None
+
+
 def signal_reason(exc: BaseException) -> str:
-    """Why a KeyboardInterrupt happened: "SIGTERM" (from :func:`sigterm_as_interrupt`) or
+    """Why a KeyboardInterrupt happened: the signal (from :func:`sigterm_as_interrupt`), or
     Ctrl-C."""
     return f"interrupted by {exc.args[0]}" if exc.args else "interrupted by Ctrl-C (SIGINT)"
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt("SIGTERM") (main thread only), so it ends the run
-    as KILLED like Ctrl-C does."""
+def sigterm_as_interrupt(signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[None]:
+    """Turn SIGTERM (or ``signals``) into KeyboardInterrupt("<name>") (main thread only), so
+    it ends the run as KILLED like Ctrl-C does; the previous handlers come back on exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        _RECEIVED.append(name)
+        raise KeyboardInterrupt(name)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def watch_process(pid: int, started: float | None, interval: float = 1.0) -> threading.Thread:
+    """A daemon thread that sends SIGTERM to this process once process ``pid`` (started at
+    ``started``) is gone: a sweep job whose launching process died ends its run KILLED
+    instead of training on, orphaned."""
+
+    def watch() -> None:
+        while _process_alive(pid, started):
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name=f"watch-{pid}", daemon=True)
+    thread.start()
+    return thread
+
+
+def process_identity() -> tuple[str, int, float]:
+    """This process's host, PID and start time (as the run tags record them)."""
+    tags = _process_tags()
+    return tags[HOST_TAG], int(tags[PID_TAG]), float(tags[PID_STARTED_TAG])
 
 
 @dataclass

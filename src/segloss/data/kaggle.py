@@ -7,6 +7,7 @@ Every pair is validated; any problem raises :class:`DataError` naming the file.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ import numpy as np
 import tifffile
 
 from segloss.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SLICE_NAME = re.compile(r"^(?P<patient>.+)_(?P<number>\d+)(?P<mask>_mask)?\.tif$")
 
@@ -72,13 +75,41 @@ def slice_pairs(folder: Path) -> list[tuple[int, Path, Path]]:
     return [(n, images[n], masks[n]) for n in sorted(images)]
 
 
+class _Collect(logging.Handler):
+    """Keeps tifffile's log records (it logs, not raises, for some damaged files)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def read_tiff(path: Path) -> np.ndarray:
-    """Decode a TIFF; a truncated or unreadable file becomes a one-line DataError."""
+    """Decode a TIFF; a truncated or unreadable file becomes a one-line DataError.
+
+    A truncated file can make tifffile log "invalid offset to first page" and return an empty
+    array instead of raising: that is an error too, with tifffile's message as the reason.
+    """
+    logger = logging.getLogger("tifffile")
+    collect, propagate = _Collect(), logger.propagate
+    logger.addHandler(collect)
+    logger.propagate = False
     try:
-        return tifffile.imread(path)
+        image = tifffile.imread(path)
     except Exception as exc:  # tifffile raises many types for damaged files
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise DataError(f"{path}: unreadable TIFF ({reason})") from exc
+    finally:
+        logger.removeHandler(collect)
+        logger.propagate = propagate
+    if image.size == 0:
+        reason = collect.messages[0] if collect.messages else "no image data"
+        raise DataError(f"{path}: unreadable TIFF, truncated or damaged ({reason})")
+    for message in collect.messages:
+        log.warning("%s: %s", path, message)
+    return image
 
 
 def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:

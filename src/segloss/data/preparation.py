@@ -47,6 +47,9 @@ def _require(cfg: Mapping, key: str, kind: type, minimum: float | None = None):
     value = cfg.get(key)
     if value is None or value == "???":
         raise ConfigError(f"data.{key} is not set")
+    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+        # int(7.5) would silently train at 7 pixels: only whole numbers are sizes and counts
+        raise ConfigError(f"data.{key}={value!r} must be an integer")
     try:
         value = kind(value)
     except (TypeError, ValueError):
@@ -54,6 +57,16 @@ def _require(cfg: Mapping, key: str, kind: type, minimum: float | None = None):
     if minimum is not None and value < minimum:
         raise ConfigError(f"data.{key}={value} must be >= {minimum}")
     return value
+
+
+def _check_size(size: int, native: int, source: str) -> None:
+    """Area resizing only shrinks: ``data.image_size`` above the scans' size is an error (and
+    a huge one would otherwise fail deep inside the allocator)."""
+    if size > native:
+        raise ConfigError(
+            f"data.image_size={size} is larger than the scans ({native} pixels, {source}); "
+            f"choose at most {native}"
+        )
 
 
 def synthetic_settings(cfg: Mapping) -> synthetic.SyntheticSettings:
@@ -121,6 +134,7 @@ def prepare(cfg: Mapping, prepared_dir: str | Path, reports_dir: str | Path) -> 
     generated = False
     if source == "synthetic":
         settings = synthetic_settings(cfg)
+        _check_size(size, settings.size, f"data.tiff_size={settings.size}")
         split_counts(settings.n_patients, fractions)  # fail before a long generation
         source_dir, generated = synthetic.generate(root, settings)
     else:
@@ -129,6 +143,7 @@ def prepare(cfg: Mapping, prepared_dir: str | Path, reports_dir: str | Path) -> 
 
     patients, tables = {}, []
     for patient in kaggle.read_patients(source_dir):
+        _check_size(size, min(patient.images.shape[1:3]), str(patient.files[0]))
         tables.append(card.slice_table(patient))
         pixels = normalise(patient.images, float(norm["low"]), float(norm["high"]))
         patients[patient.name] = (patient.slices, *resize(pixels, patient.masks, size))

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segloss.errors import SeglossError
+from segloss.errors import DataError, SeglossError
 from segloss.io import atomic_path
 
 SPLITS = ("train", "val", "test")
@@ -62,12 +62,27 @@ def _missing(path: Path) -> MissingPreparedData:
     )
 
 
+def _damaged(path: Path, what: str) -> DataError:
+    return DataError(f"{path}: {what}; rerun the prepare stage (`dvc repro prepare`)")
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def load_meta(prepared_dir: str | os.PathLike) -> dict:
     """Read ``meta.json`` of a prepared folder."""
     path = Path(prepared_dir) / "meta.json"
     if not path.is_file():
         raise _missing(path)
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _damaged(path, f"not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise _damaged(path, f"expected a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def load_manifest(prepared_dir: str | os.PathLike) -> pd.DataFrame:
@@ -75,7 +90,13 @@ def load_manifest(prepared_dir: str | os.PathLike) -> pd.DataFrame:
     path = Path(prepared_dir) / "manifest.csv"
     if not path.is_file():
         raise _missing(path)
-    return pd.read_csv(path, dtype={"patient": str})
+    try:
+        manifest = pd.read_csv(path, dtype={"patient": str})
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise _damaged(path, f"unreadable CSV ({first_line(exc)})") from None
+    if missing := [c for c in MANIFEST_COLUMNS if c not in manifest.columns]:
+        raise _damaged(path, f"columns {', '.join(missing)} missing")
+    return manifest
 
 
 def load_split(prepared_dir: str | os.PathLike, split: str, *, mmap: bool = True) -> PreparedSplit:
@@ -89,7 +110,10 @@ def load_split(prepared_dir: str | os.PathLike, split: str, *, mmap: bool = True
         path = root / f"{kind}_{split}.npy"
         if not path.is_file():
             raise _missing(path)
-        arrays[kind] = np.load(path, mmap_mode="r" if mmap else None)
+        try:
+            arrays[kind] = np.load(path, mmap_mode="r" if mmap else None)
+        except (ValueError, OSError, EOFError) as exc:
+            raise _damaged(path, f"unreadable array ({first_line(exc)})") from None
     if len(arrays["images"]) != len(rows):
         raise SeglossError(
             f"{root / f'images_{split}.npy'}: {len(arrays['images'])} slices but manifest.csv "
