@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import REPO
+from omegaconf import OmegaConf
+from statsmodels.stats.multitest import multipletests
 from test_evaluation import EVAL_CFG, write_checkpoint
 
 from segloss.data.prepared import load_meta
@@ -16,18 +19,14 @@ from segloss.evaluation import evaluate
 from segloss.report import build_report
 from segloss.report.tables import size_terciles, training_regime
 from segloss.report.verdict import build_verdict
+from segloss.report.wording import headline, outcome
+from segloss.stats import VERDICTS
 
-SETTINGS = {
-    "baseline": "bce",
-    "candidate": "bce_dice",
-    "metric": "dice_per_patient",
-    "alpha": 0.05,
-    "n_boot": 200,
-    "bootstrap_seed": 0,
+SETTINGS = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "report" / "default.yaml")) | {
     "overlay_count": 3,
     "dpi": 40,
 }
-N_FIGURES = 8
+N_FIGURES = 8  # without the paired figure (needs a comparison) and the CD diagram (3+ losses)
 
 
 def evaluated_report(tmp: Path, prepared: Path, losses: tuple[str, ...]) -> dict[str, Path]:
@@ -40,51 +39,135 @@ def evaluated_report(tmp: Path, prepared: Path, losses: tuple[str, ...]) -> dict
     return build_report(prepared, tmp / "predictions", metrics_dir, tmp / "reports", SETTINGS)
 
 
-@pytest.mark.parametrize("losses", [("bce", "bce_dice"), ("bce",)], ids=["two", "one"])
-def test_report_renders_every_section_and_figure(tiny_prepared, tmp_path, losses):
+@pytest.mark.parametrize(
+    ("losses", "figures"),
+    [
+        (("bce", "dice", "bce_dice"), N_FIGURES + 2),
+        (("bce", "bce_dice"), N_FIGURES + 1),
+        (("bce",), N_FIGURES),
+    ],
+    ids=["three", "two", "one"],
+)
+def test_report_renders_every_section_and_figure(tiny_prepared, tmp_path, losses, figures):
     paths = evaluated_report(tmp_path, tiny_prepared, losses)
     html = paths["report_html"].read_text()
-    assert html.count('<img src="data:image/png;base64,') == N_FIGURES
-    assert len(list(paths["figures"].glob("*.png"))) == N_FIGURES
+    assert html.count('<img src="data:image/png;base64,') == figures
+    assert len(list(paths["figures"].glob("*.png"))) == figures
     markdown = paths["report_md"].read_text()
-    for section in ("1. Data card", "2. Every metric", "3. Figures", "4. Where", "5. The verdict"):
+    for section in (
+        "1. Data card",
+        "2. Every metric",
+        "3. Figures",
+        "4. Where",
+        "5. The verdict",
+        "Where the variance comes from",
+    ):
         assert section in markdown and section in html
     verdict = json.loads(paths["verdict"].read_text())
     assert verdict["n_pairs"] == 3 and verdict["n_seeds"] == 1
+    assert "ci95" not in verdict and verdict["margin"] == SETTINGS["margin"]
+    assert f"±{SETTINGS['margin']:g}" in markdown
     if len(losses) == 1:
         assert verdict["verdict"] is None and verdict["comparisons"] == []
         assert "no comparison possible" in verdict["reason"]
-        assert "No comparison possible" in markdown
+        assert "No comparison possible" in markdown and "friedman" not in verdict
     else:
-        assert verdict["verdict"] in {"better", "no_difference", "worse"}
-        assert len(verdict["ci95"]) == 2 and 0 <= verdict["p_value"] <= 1
-        assert {c["metric"] for c in verdict["comparisons"]} == {"iou_per_patient", "hd95", "nsd"}
+        assert verdict["verdict"] in VERDICTS and verdict["p_holm"] is None
+        assert len(verdict["ci"]) == 2 and 0 <= verdict["p_value"] <= 1
+        secondary = {(c["candidate"], c["metric"]) for c in verdict["comparisons"]}
+        assert {m for c, m in secondary if c == "bce_dice"} == {"iou_per_patient", "hd95", "nsd"}
+        assert ("friedman" in verdict) == (len(losses) == 3)
+        assert "paired.png" in {p.name for p in paths["figures"].glob("*.png")}
     assert verdict["headline"] in markdown
 
 
-def scores(shift: float, n_patients: int = 12, seeds: int = 3) -> pd.DataFrame:
-    """A per-patient table for two losses, the candidate ``shift`` above the baseline."""
+def study(shifts: dict[str, float], n_patients=16, seeds=3, noise=0.005, collapsed=()):
+    """Evaluation tables of hand-made per-patient scores: each loss = base + its shift.
+
+    ``collapsed`` lists (loss, seed) models that never left the all-background solution:
+    best validation Dice 0.02 and test Dice 0 on every patient.
+    """
     rng = np.random.default_rng(1)
     base = rng.uniform(0.4, 0.8, size=n_patients)
-    rows = [
-        (loss, seed, f"P{p}", base[p] + offset + rng.normal(0, 0.005))
-        for loss, offset in (("bce", 0.0), ("bce_dice", shift))
-        for seed in range(seeds)
-        for p in range(n_patients)
-    ]
-    return pd.DataFrame(rows, columns=["loss", "seed", "patient", "dice"])
+    rows, models = [], []
+    for loss, shift in shifts.items():
+        for seed in range(seeds):
+            dead = (loss, seed) in collapsed
+            models.append((loss, seed, 0.02 if dead else 0.7, 1e-3))
+            for p in range(n_patients):
+                value = 0.0 if dead else base[p] + shift + rng.normal(0, noise)
+                rows.append((loss, seed, f"P{p:02d}", value))
+    per_patient = pd.DataFrame(rows, columns=["loss", "seed", "patient", "dice"]).assign(
+        iou=lambda f: f["dice"] / (2 - f["dice"]), dice_at_best=lambda f: f["dice"]
+    )
+    per_image = per_patient.assign(slice=1, hd95=lambda f: 10 * (1 - f["dice"]), nsd=1.0)
+    per_model = pd.DataFrame(models, columns=["loss", "seed", "best_val_dice", "lr"])
+    return {"per_image": per_image, "per_patient": per_patient, "per_model": per_model}
 
 
-@pytest.mark.parametrize(("shift", "expected"), [(0.0, "no_difference"), (0.1, "better")])
-def test_verdict_on_hand_made_scores(shift, expected):
-    per_patient = scores(shift).assign(iou=lambda f: f["dice"] / 2)
-    per_image = per_patient.assign(slice=1, hd95=1.0, nsd=1.0)
-    verdict = build_verdict(per_image, per_patient, SETTINGS)
+@pytest.mark.parametrize(
+    ("shift", "noise", "expected"),
+    [
+        (0.1, 0.005, "better"),
+        (-0.1, 0.005, "worse"),
+        (0.0, 0.002, "equivalent"),
+        (0.02, 0.1, "inconclusive"),
+    ],
+)
+def test_each_verdict_outcome_and_its_sentence(shift, noise, expected):
+    verdict = build_verdict(study({"bce": 0.0, "bce_dice": shift}, noise=noise), SETTINGS)
     assert verdict["verdict"] == expected
-    assert verdict["n_pairs"] == 12 and verdict["n_seeds"] == 3
-    if expected == "better":
-        assert verdict["mean_difference"] == pytest.approx(0.1, abs=0.01)
-        assert all(v > 0 for v in verdict["per_seed_differences"].values())
+    assert verdict["n_pairs"] == 16 and verdict["n_seeds"] == 3
+    assert verdict["collapsed_seeds"] == {"bce": 0, "bce_dice": 0}
+    assert verdict["without_collapsed"] is None
+    sentence = headline(verdict, "synthetic", {"n_models": 0}, {"bce": 3, "bce_dice": 3}, 0.1)
+    first = {
+        "better": "bce_dice beats bce",
+        "worse": "bce_dice is worse than bce",
+        "equivalent": "are equivalent",
+        "inconclusive": "Inconclusive",
+    }[expected]
+    assert first in sentence and "No model collapsed" in sentence and "Power:" in sentence
+    assert "one learning rate shared by every loss (0.001)" in sentence
+
+
+def test_a_better_inside_the_margin_says_so():
+    verdict = build_verdict(study({"bce": 0.0, "bce_dice": 0.01}, noise=0.001), SETTINGS)
+    assert verdict["verdict"] == "better"
+    low, high = verdict["ci"]
+    assert low > 0 and high < SETTINGS["margin"]
+    assert "inside the pre-set ±0.02 margin" in outcome(verdict)
+
+
+def test_a_collapsed_seed_is_counted_named_and_left_out_in_the_sensitivity_analysis():
+    """The landed failure: one bce seed at the all-background solution makes bce_dice 'win'."""
+    tables = study({"bce": 0.0, "bce_dice": -0.01}, collapsed=[("bce", 1)])
+    verdict = build_verdict(tables, SETTINGS)
+    assert verdict["collapsed_seeds"] == {"bce": 1, "bce_dice": 0}
+    assert verdict["per_seed_differences"][1] > 0.4  # the collapsed seed's "win"
+    assert verdict["verdict"] == "inconclusive"  # three seeds, one of them dead: wide CI
+    without = verdict["without_collapsed"]
+    assert without["dropped_seeds"] == [1] and without["n_seeds"] == 2
+    assert without["mean_difference"] == pytest.approx(-0.01, abs=0.003)
+    assert without["verdict"] == "worse"
+    sentence = headline(verdict, "synthetic", {"n_models": 0}, {"bce": 3, "bce_dice": 3}, 0.1)
+    assert "bce collapsed in 1 of 3 seeds" in sentence
+    assert "without the collapsed seeds" in sentence and "worse" in sentence
+
+
+def test_secondaries_are_holm_corrected_and_three_losses_get_friedman():
+    verdict = build_verdict(
+        study({"bce": 0.0, "dice": 0.03, "bce_dice": 0.05}, noise=0.05), SETTINGS
+    )
+    raw = [c["p_value"] for c in verdict["comparisons"]]
+    assert len(raw) == 7  # dice: 4 metrics; bce_dice: the 3 non-primary ones
+    assert [c["p_holm"] for c in verdict["comparisons"]] == pytest.approx(
+        list(multipletests(raw, method="holm")[1])
+    )
+    assert verdict["p_holm"] is None  # the primary is not corrected
+    assert set(verdict["friedman"]) >= {"statistic", "p_value"}
+    assert set(verdict["variance_by_loss"]) == {"bce", "dice", "bce_dice"}
+    assert verdict["at_best_threshold"]["metric"] == "dice_at_best"
 
 
 def test_training_regime_reads_rising_curves():

@@ -19,7 +19,8 @@ from segloss.evaluation import pool_calibration
 from segloss.io import atomic_path, write_json, write_text
 from segloss.report import figures, tables
 from segloss.report.render import Block, Heading, Image, Table, Text, to_html, to_markdown
-from segloss.report.verdict import build_verdict, comparison_table, headline
+from segloss.report.verdict import PATIENT_METRICS, build_verdict, patient_scores
+from segloss.report.wording import comparison_table, friedman_text, headline, variance_table
 
 TITLE = "Does BCE+Dice beat BCE alone? Segmentation losses for brain-tumour MRI masks"
 METRIC_SENTENCE = (
@@ -28,6 +29,25 @@ METRIC_SENTENCE = (
     "good; tumour-slices-only Dice removes those free points; per-patient Dice pools each "
     "patient's pixels into one volume score, so large tumours weigh more than single slices; "
     "pooled Dice does the same over the whole test set and is dominated by the biggest tumours."
+)
+
+
+METHOD = (
+    "How to read it. Unit: the test patient, each patient's score averaged over seeds. Every "
+    "model (seed) scores every test patient, so patients and seeds are crossed random "
+    "factors: the {level:g} % CI of the mean difference (candidate - baseline) comes from "
+    "their ANOVA variance components with a Satterthwaite t-interval (as for readers and "
+    "cases in multi-reader studies); it keeps the seed-to-seed variance, which a bootstrap "
+    "over patients, or over seeds nested in patients, averages away. Verdict against the "
+    "margin fixed in advance (±{margin:g} for the primary metric, report.margin): better / "
+    "worse when the CI lies entirely above / below 0, equivalent when it lies entirely inside "
+    "±margin, otherwise inconclusive. Secondary figures: the Wilcoxon signed-rank p-value over "
+    "patients and baycomp's Bayesian signed-rank test with the margin as the region of "
+    "practical equivalence; both take each patient's seed mean as a fixed score, so they "
+    "ignore the seed-to-seed variance and can look decisive where the interval is not. "
+    "One primary comparison; every other row is secondary and carries "
+    "a Holm-adjusted p-value. Sensitivity analyses (never the verdict): without collapsed "
+    "seeds, and at each model's validation-best threshold. HD95 (↓) is better when lower."
 )
 
 
@@ -76,10 +96,19 @@ def build_report(
     dpi = int(settings.get("dpi", 110))
     fixed = float(data.per_model["threshold"].iloc[0])
 
-    verdict = build_verdict(data.per_image, data.per_patient, settings)
+    frames = {"per_image": data.per_image, "per_patient": data.per_patient}
+    verdict = build_verdict(frames | {"per_model": data.per_model}, settings)
     regime = tables.training_regime(data.learning_curves)
-    sentence = headline(verdict, str(meta.get("source", "unknown")), regime)
-    verdict["headline"] = sentence
+    n_seeds = data.per_model.groupby("loss")["seed"].nunique().to_dict()
+    verdict["headline"] = headline(
+        verdict,
+        str(meta.get("source", "unknown")),
+        regime,
+        n_seeds,
+        float(settings["collapse_dice"]),
+    )
+    metric = settings["metric"]
+    primary_scores = patient_scores(*PATIENT_METRICS[metric][:2], frames)
     imbalance, background = tables.data_card(prepared_dir)
     terciles = tables.size_terciles(data.per_image)
     bins = pool_calibration(data.calibration)
@@ -128,6 +157,19 @@ def build_report(
             "dotted = each loss's best threshold on the validation split.",
         ),
     }
+    if verdict["verdict"]:
+        plots["paired.png"] = (
+            figures.paired(primary_scores, settings["baseline"], settings["candidate"], metric),
+            f"The paired comparison: per-patient {metric}, {settings['candidate']} against "
+            f"{settings['baseline']}, one point per test patient (mean over seeds, bars = seed "
+            "range); above the dashed y = x line the candidate is better for that patient.",
+        )
+    if "friedman" in verdict:
+        plots["critical_difference.png"] = (
+            figures.critical_difference(verdict["friedman"], float(settings["alpha"])),
+            f"Critical-difference diagram on {metric}: mean rank over test patients (1 = best); "
+            "losses joined by a bar are not separated by the Holm-corrected pairwise tests.",
+        )
     images = {name: Image(name, caption, _png(fig, dpi)) for name, (fig, caption) in plots.items()}
     blocks = _blocks(
         data, meta, verdict, regime, imbalance, background, terciles, images, losses, fixed
@@ -213,17 +255,28 @@ def _blocks(
         images["threshold_sensitivity.png"],
         Heading("5. The verdict"),
         Text(verdict["headline"]),
-        Text(
-            "The unit is the test patient: each patient's score is averaged over seeds first, "
-            "then a two-sided Wilcoxon signed-rank test runs over patients; the 95 % CI of the "
-            "mean difference (candidate - baseline) comes from a hierarchical bootstrap "
-            "(patients, then seeds within them); effect size = matched-pairs rank-biserial "
-            "correlation. better / worse: p below alpha in the candidate's / baseline's favour; "
-            "otherwise no_difference. HD95 (↓) is better when lower."
-        ),
+        Text(METHOD.format(level=100 * verdict["ci_level"], margin=verdict["margin"])),
+        *([images["paired.png"]] if "paired.png" in images else []),
         Table(comparison_table(verdict))
         if verdict["verdict"] or verdict["comparisons"]
         else Text(f"No comparison possible: {verdict['reason']}."),
+        *(
+            [
+                Text(friedman_text(verdict["friedman"], verdict["metric"])),
+                images["critical_difference.png"],
+            ]
+            if "friedman" in verdict
+            else []
+        ),
+        Heading("Where the variance comes from", 3),
+        Text(
+            f"Shares of the variance of per-patient {verdict['metric']} (one value per patient "
+            "and model) due to patients, seeds (training runs), folds (cross-validation only) "
+            "and what is left (patient x seed interaction), per loss and for the difference "
+            "the verdict tests. A large seed share means the answer depends on the training "
+            "run: more seeds help, more patients do not."
+        ),
+        Table(variance_table(verdict)),
         Heading("6. Files"),
         Text(
             "verdict.json holds the headline comparison and every other one; figures/ the PNGs; "

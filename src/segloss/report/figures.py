@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scikit_posthocs as sp
 import seaborn as sns
 from matplotlib.figure import Figure
 
@@ -29,7 +30,61 @@ def metric_means(per_model: pd.DataFrame, losses: list[str]) -> Figure:
         data=long, y="metric", x="value", hue="loss", hue_order=losses, errorbar=mean_ci, ax=ax
     )
     ax.set(xlim=(0, 1), xlabel="mean over seeds (95 % CI)", ylabel="")
-    ax.legend(title="loss", loc="lower right")
+    # Outside the axes: inside, the legend covered the bars of the lowest metric.
+    ax.legend(title="loss", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return fig
+
+
+def paired(scores: pd.DataFrame, baseline: str, candidate: str, metric: str) -> Figure:
+    """Candidate against baseline per test patient: the point is the mean over seeds, the
+    bars the range over seeds; above the diagonal the candidate scores higher."""
+    wide = scores[scores["loss"].isin([baseline, candidate])].pivot_table(
+        index="patient", columns="loss", values="value", aggfunc=["mean", "min", "max"]
+    )
+    fig = _figure(5.5, 5.5)
+    ax = fig.subplots()
+    x, y = wide["mean"][baseline], wide["mean"][candidate]
+    ax.errorbar(
+        x,
+        y,
+        xerr=[x - wide["min"][baseline], wide["max"][baseline] - x],
+        yerr=[y - wide["min"][candidate], wide["max"][candidate] - y],
+        fmt="o",
+        color="C0",
+        ecolor="0.6",
+        elinewidth=1,
+        capsize=2,
+    )
+    low = min(0.0, float(scores["value"].min()))
+    high = max(1.0, float(scores["value"].max()))
+    ax.plot([low, high], [low, high], color="0.4", linestyle="--", label="y = x (no difference)")
+    ax.set(
+        xlim=(low, high),
+        ylim=(low, high),
+        aspect="equal",
+        xlabel=f"{baseline}: {metric} (mean over seeds, bars = range)",
+        ylabel=f"{candidate}: {metric}",
+    )
+    ax.legend(loc="lower right", fontsize="small")
+    return fig
+
+
+def critical_difference(friedman: dict, alpha: float) -> Figure:
+    """Mean ranks of every loss (1 = best); a bar joins losses the Holm-corrected pairwise
+    Wilcoxon tests do not separate at ``alpha`` (scikit-posthocs' diagram)."""
+    ranks = pd.Series(friedman["mean_ranks"])
+    sig = pd.DataFrame(1.0, index=ranks.index, columns=ranks.index)
+    for pair in friedman["posthoc"]:
+        p = 1.0 if pair["p_holm"] is None else pair["p_holm"]
+        sig.loc[pair["a"], pair["b"]] = sig.loc[pair["b"], pair["a"]] = p
+    fig = _figure(7, 2.2 + 0.25 * len(ranks))
+    ax = fig.subplots()
+    sp.critical_difference_diagram(ranks, sig, alpha=alpha, ax=ax)
+    ax.set_title(
+        f"Mean rank per loss (Friedman p = {friedman['p_value']:.3g}); "
+        f"bars: not separated at alpha {alpha:g} (Holm)",
+        fontsize=9,
+    )
     return fig
 
 

@@ -1,0 +1,236 @@
+"""The verdict in words and tables: the headline paragraph and the comparison tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from segloss.report.verdict import REAL_SOURCES
+
+
+def _number(value: float | None) -> str:
+    return "– (every patient tied)" if value is None else f"{value:.2f}"
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.3f}"
+
+
+def interval(ci: list[float | None] | None) -> str:
+    if not ci:
+        return "–"
+    return f"[{_signed(ci[0])}, {_signed(ci[1])}]"
+
+
+def _percent(level: float) -> str:
+    return f"{100 * level:g} %"
+
+
+def outcome(r: Mapping[str, Any]) -> str:
+    """One comparison's verdict with its numbers, e.g. for the headline or a sensitivity line."""
+    cand, base, metric, m = r["candidate"], r["baseline"], r["metric"], r["margin"]
+    numbers = (
+        f"mean difference {_signed(r['mean_difference'])} "
+        f"({_percent(r['ci_level'])} CI {interval(r['ci'])})"
+    )
+    low, high = r["ci"]
+    within = -m <= low and high <= m
+    match r["verdict"]:
+        case "better" | "worse":
+            word = "beats" if r["verdict"] == "better" else "is worse than"
+            text = f"{cand} {word} {base} on {metric}: {numbers}"
+            if within:
+                text += (
+                    f", but the whole interval lies inside the pre-set ±{m:g} margin: a real "
+                    "difference, smaller than what was fixed in advance to matter"
+                )
+            return text
+        case "equivalent":
+            return (
+                f"{cand} and {base} are equivalent on {metric}: {numbers} lies inside the "
+                f"pre-set ±{m:g} margin"
+            )
+        case _:
+            return (
+                f"Inconclusive: the data cannot tell {cand} from {base} on {metric}: {numbers} "
+                f"includes 0 and reaches beyond the pre-set ±{m:g} margin"
+            )
+
+
+def _collapse(verdict: Mapping[str, Any], n_seeds: Mapping[str, int], threshold: float) -> str:
+    names = [loss for loss, count in verdict["collapsed_seeds"].items() if count]
+    if not names:
+        return f"No model collapsed (best validation Dice below {threshold:g})."
+    parts = ", ".join(
+        f"{loss} collapsed in {verdict['collapsed_seeds'][loss]} of {n_seeds[loss]} seeds"
+        for loss in names
+    )
+    text = f"Collapse: {parts} (best validation Dice below {threshold:g})"
+    sensitivity = verdict.get("without_collapsed")
+    if sensitivity:
+        return (
+            f"{text}; without the collapsed seeds (sensitivity analysis, seeds "
+            f"{', '.join(map(str, sensitivity['dropped_seeds']))} left out of both losses) "
+            f"the difference is {_signed(sensitivity['mean_difference'])} "
+            f"{interval(sensitivity['ci'])}: {sensitivity['verdict']}."
+        )
+    involved = {verdict["baseline"], verdict["candidate"]} & set(names)
+    if involved:
+        return f"{text}; no seed is left without a collapse, so there is no sensitivity analysis."
+    return f"{text}; neither {verdict['candidate']} nor {verdict['baseline']} is affected."
+
+
+def _power(verdict: Mapping[str, Any]) -> str:
+    power, m = verdict["power"], verdict["margin"]
+    design = f"{verdict['n_pairs']} patients x {verdict['n_seeds']} seed(s)"
+    text = (
+        f"Power: this design ({design}) detects a true difference of {power['mde']:.3f} with "
+        f"80 % power at alpha {verdict['alpha']:g}"
+    )
+    patients, seeds = power["patients_needed"], power["seeds_needed"]
+    if patients is None and seeds is None:
+        return (
+            text + f"; neither more patients alone nor more seeds alone would detect the "
+            f"±{m:g} margin: it needs both."
+        )
+    needs = []
+    if patients is not None:
+        needs.append(f"{patients} patients (with {verdict['n_seeds']} seeds)")
+    else:
+        needs.append("no number of patients alone (the seed variance does not average away)")
+    if seeds is not None:
+        needs.append(f"{seeds} seeds (with {verdict['n_pairs']} patients)")
+    return text + f"; detecting the ±{m:g} margin would take " + " or ".join(needs) + "."
+
+
+def _learning_rate(rates: Mapping[str, list[float]]) -> str:
+    values = {v for lrs in rates.values() for v in lrs}
+    if not values:
+        return "learning rate not recorded"
+    if len(values) == 1:
+        return f"one learning rate shared by every loss ({values.pop():g})"
+    return (
+        "learning rate tuned per loss on validation Dice ("
+        + ", ".join(f"{loss} {'/'.join(f'{v:g}' for v in lrs)}" for loss, lrs in rates.items())
+        + ")"
+    )
+
+
+def headline(
+    verdict: Mapping[str, Any],
+    source: str,
+    regime: Mapping[str, Any],
+    n_seeds: Mapping[str, int],
+    collapse_dice: float,
+) -> str:
+    """One paragraph: the outcome with its numbers, collapse, power, then the caveats."""
+    if regime.get("n_models"):
+        epochs = (
+            f"{regime['epochs_min']}"
+            if regime["epochs_min"] == regime["epochs_max"]
+            else f"{regime['epochs_min']}-{regime['epochs_max']}"
+        )
+        still = (
+            f"validation Dice was still rising at the end for {regime['n_rising']} of "
+            f"{regime['n_models']} models, so this compares early training, not converged models"
+            if regime["n_rising"]
+            else "validation Dice had levelled off for every model"
+        )
+        training = f"{epochs} epochs per model; {still}"
+    else:
+        training = "no learning curves were found"
+    data = "real" if any(word in source.lower() for word in REAL_SOURCES) else "synthetic"
+    caveats = (
+        f"Caveats: {verdict['n_pairs']} test patients and {verdict['n_seeds']} seed(s) per loss; "
+        f"{data} data (source: {source}); {training}; "
+        f"{_learning_rate(verdict.get('learning_rates', {}))}."
+    )
+    if verdict["verdict"] is None:
+        return f"No verdict: {verdict['reason']}. {caveats}"
+    text = outcome(verdict)
+    bayes = verdict["bayes"]
+    parts = [
+        f"{text}.",
+        f"Secondary: Wilcoxon p = {verdict['p_value']:.3g}; Bayesian signed-rank "
+        f"P({verdict['candidate']} better) = {bayes['p_better']:.2f}, P(equivalent) = "
+        f"{bayes['p_equivalent']:.2f}, P({verdict['baseline']} better) = {bayes['p_worse']:.2f}; "
+        "per seed " + ", ".join(_signed(v) for v in verdict["per_seed_differences"].values()) + ".",
+        _collapse(verdict, n_seeds, collapse_dice),
+    ]
+    best = verdict.get("at_best_threshold")
+    if best:
+        parts.append(
+            f"At each model's validation-best threshold (sensitivity analysis): "
+            f"{_signed(best['mean_difference'])} {interval(best['ci'])}, {best['verdict']}."
+        )
+    parts += [_power(verdict), caveats]
+    return " ".join(parts)
+
+
+def comparison_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
+    """The primary comparison, then every secondary one (Holm-adjusted), one row each."""
+    rows = [verdict, *verdict["comparisons"]] if verdict["verdict"] else verdict["comparisons"]
+    table = pd.DataFrame(
+        [
+            {
+                "candidate vs baseline": f"{r['candidate']} vs {r['baseline']}",
+                "metric": r["metric"] + ("" if r["higher_is_better"] else " (↓)"),
+                "role": "primary" if r is verdict else "secondary",
+                "mean difference": r["mean_difference"],
+                f"{_percent(r['ci_level'])} CI": interval(r["ci"]),
+                "margin": r["margin"],
+                "verdict": r["verdict"],
+                "p (Wilcoxon)": r["p_value"],
+                "p (Holm)": r["p_holm"],
+                "P(better / equiv. / worse)": "{p_better:.2f} / {p_equivalent:.2f} / "
+                "{p_worse:.2f}".format(**r["bayes"]),
+                "per-seed differences": ", ".join(
+                    f"s{seed}: {_signed(value)}"
+                    for seed, value in r["per_seed_differences"].items()
+                ),
+                "without collapsed seeds": _sensitivity(r.get("without_collapsed")),
+                "patients": r["n_pairs"],
+                "seeds": r["n_seeds"],
+            }
+            for r in rows
+        ]
+    )
+    return table.round(4)
+
+
+def _sensitivity(r: Mapping[str, Any] | None) -> str:
+    return "–" if not r else f"{_signed(r['mean_difference'])} {interval(r['ci'])} {r['verdict']}"
+
+
+def variance_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
+    """Per loss, the shares of the headline metric's variance (patients, seeds, folds)."""
+    rows = [
+        {"loss": loss, **{k: shares.get(k) for k in ("patient", "seed", "fold", "residual")}}
+        for loss, shares in verdict["variance_by_loss"].items()
+    ]
+    difference = verdict.get("variance")
+    if difference:
+        name = f"{verdict['candidate']} - {verdict['baseline']}"
+        rows.append(
+            {
+                "loss": name,
+                **{k: difference.get(k) for k in ("patient", "seed", "fold", "residual")},
+            }
+        )
+    return pd.DataFrame(rows).round(3)
+
+
+def friedman_text(friedman: Mapping[str, Any], metric: str) -> str:
+    """The omnibus test over every loss in one sentence."""
+    ranks = ", ".join(f"{loss} {rank:.2f}" for loss, rank in friedman["mean_ranks"].items())
+    pairs = "; ".join(
+        f"{p['a']} vs {p['b']} p = {p['p_value']:.3g} (Holm {p['p_holm']:.3g})"
+        for p in friedman["posthoc"]
+    )
+    return (
+        f"Friedman test over {friedman['n_patients']} patients on {metric} (seed means): "
+        f"chi² = {_number(friedman['statistic'])}, p = {friedman['p_value']:.3g}. Mean ranks "
+        f"(1 = best): {ranks}. Pairwise Wilcoxon signed-rank tests, Holm-corrected: {pairs}."
+    )
