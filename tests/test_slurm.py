@@ -1,0 +1,160 @@
+"""The training sweep on a real one-node SLURM cluster (tests/slurm_cluster.py): jobs go through
+sbatch as a job array, models and MLflow runs come back, a job SLURM cancels is recorded and
+named, and the rerun trains only what is missing.
+
+``pytest -k slurm`` runs these; they skip where the daemons cannot start (CI requires them).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.plugins import Plugins
+from slurm_cluster import Cluster, slurm_cluster_fixture  # noqa: F401 (the fixture)
+from test_train_sweep import run_train, runs, split_parent
+
+from segloss.models import load_checkpoint
+
+SWEEP = ("-m", "loss=bce,bce_dice", "seed=0")
+
+
+def slurm_args(cluster: Cluster, *extra: str) -> tuple[str, ...]:
+    """The sweep on the test cluster: 1 CPU and 1 GB per job, so both jobs run at once."""
+    return (
+        *SWEEP,
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={cluster.partition}",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.poll_s=1",
+        *extra,
+    )
+
+
+def submitit_job_ids(sweep_dir: Path) -> list[str]:
+    """Job ids submitit recorded: one folder per array task, named ``<array job>_<task>``."""
+    folders = (sweep_dir / ".submitit").iterdir()
+    return sorted(p.name for p in folders if p.is_dir() and re.fullmatch(r"\d+_\d+", p.name))
+
+
+@pytest.mark.parametrize(
+    ("launcher", "cpus", "device"), [("slurm", 4, "cpu"), ("slurm_gpu", 8, "cuda")]
+)
+def test_slurm_launcher_files_set_threads_to_cpus_and_the_device(repo_root, launcher, cpus, device):
+    with initialize_config_dir(str(repo_root / "conf"), version_base="1.3"):
+        cfg = compose("config", [f"hydra/launcher={launcher}"], return_hydra_config=True)
+        resized = compose(
+            "config", [f"hydra/launcher={launcher}", "hydra.launcher.cpus_per_task=3"],
+            return_hydra_config=True,
+        )  # fmt: skip
+    assert cfg.hydra.launcher.cpus_per_task == cpus and cfg.hydra.launcher.timeout_min == 60
+    assert cfg.hydra.launcher.mem_gb >= 8
+    assert cfg.hydra.launcher.gpus_per_task == (1 if device == "cuda" else None)
+    made = Plugins.instance()._instantiate(resized.hydra.launcher)
+    assert made.task_overrides == ["train.num_threads=3", f"train.device={device}"]
+
+
+@pytest.mark.slow
+def test_slurm_sweep_submits_an_array_and_every_model_and_run_comes_back(
+    slurm_cluster, repo_root, tiny_prepared, tmp_path
+):
+    proc = run_train(repo_root, tmp_path, tiny_prepared, *slurm_args(slurm_cluster))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, children = split_parent(tmp_path)
+    assert parent.status == "FINISHED"
+    assert sorted(children["tags.loss"]) == ["bce", "bce_dice"]
+    assert set(children.status) == {"FINISHED"}
+
+    # Both jobs are tasks of one array that went through sbatch to the test partition.
+    ids = submitit_job_ids(tmp_path / "sweep")
+    assert len(ids) == 2 and len({i.split("_")[0] for i in ids}) == 1, ids
+    assert sorted(children["tags.slurm_job_id"]) == ids
+    script = next((tmp_path / "sweep" / ".submitit").glob("*/*_submission.sh")).read_text()
+    for flag in (
+        f"--partition={slurm_cluster.partition}", "--cpus-per-task=1", "--mem=1GB", "--time=60"
+    ):  # fmt: skip
+        assert f"#SBATCH {flag}\n" in script
+    finished = slurm_cluster.finished_jobs()
+    for job_id in ids:
+        record = finished[job_id]
+        assert record["JobState"] == "COMPLETED" and record["Partition"] == slurm_cluster.partition
+        assert record["ProcCnt"] == "1" and "mem=1G" in record["Tres"]
+
+    for _, child in children.iterrows():
+        out = tmp_path / "models" / child["tags.loss"] / "seed0"
+        _, checkpoint = load_checkpoint(out / "model.pt")
+        assert checkpoint["mlflow_run_id"] == child.run_id
+        assert checkpoint["mlflow_parent_run_id"] == parent.run_id
+        assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [1]
+        # threads = CPUs per task, and the CPU, from conf/hydra/launcher/slurm.yaml
+        assert child["params.train.num_threads"] == "1"
+        assert child["params.train.device"] == "cpu"
+
+
+def cancel_when_running(cluster: Cluster, tmp: Path, loss: str, found: dict) -> None:
+    """scancel the SLURM job of ``loss``'s run as soon as that run is RUNNING (training)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            frame = runs(tmp)
+        except Exception:  # the store does not exist yet
+            frame = pd.DataFrame()
+        if "tags.slurm_job_id" in frame and "tags.loss" in frame:
+            mine = frame[(frame["tags.loss"] == loss) & (frame.status == "RUNNING")]
+            if len(mine) and pd.notna(mine["tags.slurm_job_id"].iloc[0]):
+                found["job_id"] = mine["tags.slurm_job_id"].iloc[0]
+                cluster.run("scancel", found["job_id"])
+                return
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_slurm_cancelled_job_is_killed_named_and_the_rerun_trains_only_it(
+    slurm_cluster, repo_root, tiny_prepared, tmp_path
+):
+    # 40 epochs keep the jobs training for ~10 s: time enough to cancel one of them.
+    args = slurm_args(slurm_cluster, "train.epochs=40", "tracking.log_model=false")
+    found: dict[str, str] = {}
+    canceller = threading.Thread(
+        target=cancel_when_running, args=(slurm_cluster, tmp_path, "bce", found)
+    )
+    canceller.start()
+    proc = run_train(repo_root, tmp_path, tiny_prepared, *args)
+    canceller.join()
+    assert "job_id" in found, "the bce job never showed a RUNNING run to cancel"
+    job_id = found["job_id"]
+    assert proc.returncode != 0
+    assert f"loss bce, seed 0: SLURM job {job_id} ended CANCELLED" in proc.stderr
+
+    parent, children = split_parent(tmp_path)
+    by_loss = {child["tags.loss"]: child for _, child in children.iterrows()}
+    killed, other = by_loss["bce"], by_loss["bce_dice"]
+    assert killed.status == "KILLED" and killed["tags.slurm_state"] == "CANCELLED"
+    assert killed["tags.reason"].startswith(f"SLURM job {job_id} ended CANCELLED")
+    assert other.status == "FINISHED"  # the other job ran to its end
+    assert parent.status == "KILLED"
+    models = tmp_path / "models"
+    assert not (models / "bce" / "seed0" / "model.pt").exists()
+    done = models / "bce_dice" / "seed0" / "model.pt"
+    first = done.stat().st_mtime_ns
+
+    # The same sweep again: the finished model is reused, only the cancelled one trains.
+    again = run_train(
+        repo_root, tmp_path, tiny_prepared, *args, f"hydra.sweep.dir={tmp_path / 'sweep2'}"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert done.stat().st_mtime_ns == first
+    _, checkpoint = load_checkpoint(models / "bce" / "seed0" / "model.pt")
+    frame = runs(tmp_path)
+    rerun = frame[frame["tags.sweep_dir"] == str(tmp_path / "sweep2")]
+    assert len(rerun) == 1 and rerun.iloc[0].status == "FINISHED"
+    retrained = frame[frame["parent"] == rerun.iloc[0].run_id]
+    assert retrained["tags.loss"].tolist() == ["bce"]
+    assert retrained.status.tolist() == ["FINISHED"]
+    assert checkpoint["mlflow_run_id"] == retrained.iloc[0].run_id
