@@ -31,6 +31,13 @@ import pytest
 REQUIRE_ENV = "SEGLOSS_REQUIRE_SLURM"
 PARTITION = "segloss"
 DAEMONS = ("munged", "slurmctld", "slurmd")
+SBIN = "/usr/sbin:/sbin"  # where Debian puts the daemons, often not on a user's PATH
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name, path=f"{os.environ.get('PATH', '')}:{SBIN}")
+
+
 START_TIMEOUT_S = 60
 
 
@@ -71,7 +78,8 @@ def _free_port() -> int:
 
 def _node_line() -> str:
     """This machine as slurmd sees it (NodeName, CPUs, sockets, cores, RealMemory)."""
-    out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, timeout=30)
+    cmd = [which("slurmd") or "slurmd", "-C"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     first = out.stdout.splitlines()[0] if out.stdout else ""
     if out.returncode != 0 or not first.startswith("NodeName="):
         raise RuntimeError(f"slurmd -C: {out.stderr.strip() or out.stdout.strip()}")
@@ -134,7 +142,7 @@ def _start(root: Path, conf: Path) -> list[subprocess.Popen]:
         (root / name).mkdir()
     commands = [
         [
-            "munged",
+            which("munged"),
             "--foreground",
             f"--key-file={key}",
             f"--socket={munge / 'munge.socket'}",
@@ -142,20 +150,20 @@ def _start(root: Path, conf: Path) -> list[subprocess.Popen]:
             f"--log-file={munge / 'munged.log'}",
             f"--seed-file={munge / 'munged.seed'}",
         ],
-        ["slurmctld", "-D", "-f", str(conf)],
-        ["slurmd", "-D", "-f", str(conf)],
+        [which("slurmctld"), "-D", "-f", str(conf)],
+        [which("slurmd"), "-D", "-f", str(conf)],
     ]
     procs: list[subprocess.Popen] = []
     env = {**os.environ, "SLURM_CONF": str(conf)}
     for cmd in commands:
-        log = open(root / f"{cmd[0]}.out", "w")  # noqa: SIM115 (closed with the process)
+        log = open(root / f"{Path(cmd[0]).name}.out", "w")  # noqa: SIM115 (closed with the process)
         procs.append(
             subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
         )
         log.close()
-        if cmd[0] == "munged":
+        if cmd[0].endswith("munged"):
             _wait_for(lambda: (munge / "munge.socket").exists(), procs, "munged's socket")
     return procs
 
@@ -216,7 +224,7 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session", name="slurm_cluster")
 def slurm_cluster_fixture() -> Iterator[Cluster]:
-    missing = [name for name in (*DAEMONS, "sbatch", "scontrol") if shutil.which(name) is None]
+    missing = [name for name in (*DAEMONS, "sbatch", "scontrol") if which(name) is None]
     if missing:
         _unavailable(f"{', '.join(missing)} not found (apt-get install slurm-wlm munge)")
     if os.geteuid() != 0:
