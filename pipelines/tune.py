@@ -1,0 +1,55 @@
+"""Learning rate per loss: sweep every loss over `tune.grid`, keep the best on validation Dice.
+
+python pipelines/tune.py                       # -> conf/tuned/lr.yaml, reports/tuning.csv
+python pipelines/tune.py data=lgg data.root=R  # overrides go to every tuning run
+python pipelines/train.py -m experiment=tuned  # then: each loss at its own rate
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from segloss.cli import one_line_errors
+from segloss.errors import SeglossError
+from segloss.io import write_csv, write_text
+from segloss.tuning import PREFIX, best_rates, tuning_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    losses = list(cfg.tune.losses or str(hydra_cfg.sweeper.params.loss).split(","))
+    grid = [float(rate) for rate in cfg.tune.grid]
+    sweep = [
+        sys.executable,
+        str(ROOT / "pipelines" / "train.py"),
+        "-m",
+        *hydra_cfg.overrides.task,  # the user's overrides (data, model, train.epochs, ...)
+        f"loss={','.join(losses)}",
+        f"train.lr={','.join(map(str, grid))}",
+        f"seed={','.join(str(s) for s in cfg.tune.seeds)}",
+        f"paths.models={cfg.tune.models}/{PREFIX}${{train.lr}}",
+    ]
+    if subprocess.run(sweep, cwd=ROOT).returncode != 0:
+        raise SeglossError(f"tuning sweep failed (see its output above): {cfg.tune.out} unchanged")
+    runs = tuning_runs(cfg.tune.models)
+    chosen = best_rates(runs, losses, grid)
+    write_csv(runs, Path(cfg.paths.reports) / "tuning.csv")
+    header = "# Written by pipelines/tune.py: best lr per loss on validation Dice (tune.grid).\n"
+    write_text(header + OmegaConf.to_yaml(chosen), ROOT / cfg.tune.out)
+    for loss, rate in chosen.items():
+        print(f"{loss}: lr {rate:g}")
+    print(f"{cfg.tune.out} written; next: python pipelines/train.py -m experiment=tuned")
+
+
+if __name__ == "__main__":
+    main()
