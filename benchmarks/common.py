@@ -107,7 +107,6 @@ QUICK = Sizes(
         "train.epochs=1",
         "train.batch_size=8",
         "tracking.log_model=false",
-        "report.n_boot=200",
         "report.dpi=40",
         "hydra.sweeper.params={loss:'bce,bce_dice',seed:'0'}",
     ),
