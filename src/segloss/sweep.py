@@ -28,6 +28,8 @@ import re
 import shutil
 import signal
 import socket
+import sys
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -140,8 +142,16 @@ class MlflowSweepCallback(Callback):
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
 
-    @one_line_errors
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra only warns when a callback raises, and would run the jobs without a parent:
+        # a bad setting is one error line (exit 2), anything else a traceback (exit 1).
+        try:
+            one_line_errors(self._start)(config)
+        except Exception:
+            traceback.print_exc()
+            sys.exit(1)
+
+    def _start(self, config: DictConfig) -> None:
         from segloss.training import check_config, preflight  # torch-heavy: only once started
 
         jobs = job_configs(config)

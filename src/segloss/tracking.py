@@ -112,11 +112,6 @@ def _artifact_location(uri: str) -> str | None:
     return (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
 
 
-@functools.cache
-def _client(uri: str) -> mlflow.MlflowClient:
-    return mlflow.MlflowClient(tracking_uri=uri)
-
-
 @contextlib.contextmanager
 def _schema_lock(uri: str) -> Iterator[None]:
     """For SQLite: hold ``<db>.lock`` while MLflow creates or migrates the schema."""
@@ -129,17 +124,15 @@ def _schema_lock(uri: str) -> Iterator[None]:
 
 
 @functools.cache
-def _ready(uri: str) -> mlflow.MlflowClient:
-    """A client whose store exists with its schema: created once per process, under the lock.
+def _client(uri: str) -> mlflow.MlflowClient:
+    """One client per store and process, built under the schema lock.
 
-    MLflow builds the store (and creates or migrates the tables) on the first call that needs
-    it; two processes doing that at once on a fresh file fail ("Online migration expected to
-    match one row", "No such constraint"), so the first call happens under the file lock.
+    ``MlflowClient(uri)`` builds the store at once, and for SQLite that creates or migrates
+    the tables; two processes doing that together on a fresh file fail ("Online migration
+    expected to match one row", "table _alembic_tmp_metrics already exists").
     """
-    client = _client(uri)
     with _schema_lock(uri):
-        _retry_locked(client.search_experiments, max_results=1)
-    return client
+        return _retry_locked(mlflow.MlflowClient, tracking_uri=uri)
 
 
 def prepare(uri: str, experiment: str) -> str:
@@ -155,7 +148,7 @@ def prepare(uri: str, experiment: str) -> str:
             "tracking.uri at an existing folder"
         )
     try:
-        client = _ready(uri)
+        client = _client(uri)
     except filelock.Timeout as exc:
         raise TrackingError(f"tracking.uri={uri}: {exc}") from exc
     found = _retry_locked(client.get_experiment_by_name, experiment)
