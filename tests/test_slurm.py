@@ -137,6 +137,7 @@ def test_slurm_cancelled_job_is_killed_named_and_the_rerun_trains_only_it(
     killed, other = by_loss["bce"], by_loss["bce_dice"]
     assert killed.status == "KILLED" and killed["tags.slurm_state"] == "CANCELLED"
     assert killed["tags.reason"].startswith(f"SLURM job {job_id} ended CANCELLED")
+    assert f"MLflow run {killed.run_id} KILLED" in proc.stderr
     assert other.status == "FINISHED"  # the other job ran to its end
     assert parent.status == "KILLED"
     models = tmp_path / "models"

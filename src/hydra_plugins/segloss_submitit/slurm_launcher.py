@@ -122,8 +122,6 @@ class SeglossSlurmLauncher(SlurmLauncher):
     def _result(self, job: Any, overrides: list[str]) -> JobReturn:
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
-        from segloss import slurm
-
         label = self._label(overrides)
         state = _state(job)
         if job.paths.result_pickle.exists() or state.state == "COMPLETED":
@@ -137,11 +135,8 @@ class SeglossSlurmLauncher(SlurmLauncher):
                 ret.return_value = error
             return ret
         reason = f"SLURM job {job.job_id} ended {state.describe()}"
-        self._record_in_mlflow(overrides, job.job_id, state, reason)
-        status = "KILLED" if state.state in slurm.KILLED_STATES else "FAILED"
-        return self._failed(
-            overrides, f"{label}: {reason}; MLflow run {status}; log {job.paths.stderr}"
-        )
+        recorded = self._record_in_mlflow(overrides, job.job_id, state, reason)
+        return self._failed(overrides, f"{label}: {reason}; {recorded}; log {job.paths.stderr}")
 
     def _sweep_config(self, overrides: list[str]) -> Any:
         assert self.hydra_context is not None and self.config is not None
@@ -161,16 +156,19 @@ class SeglossSlurmLauncher(SlurmLauncher):
             _return_value=SlurmJobFailed(message),
         )
 
-    def _record_in_mlflow(self, overrides: list[str], job_id: str, state: Any, reason: str) -> None:
-        """End the job's MLflow run (or record one, if the job never started it)."""
+    def _record_in_mlflow(self, overrides: list[str], job_id: str, state: Any, reason: str) -> str:
+        """End the job's MLflow run KILLED (cancelled, preempted) or FAILED (any other end),
+        or record such a run if the job never started one; what was done, in words.
+
+        The job's own run may already have ended (KILLED by the SIGTERM SLURM sends); its
+        status follows the SLURM state all the same, except that a FINISHED run stays so."""
         from segloss import slurm, tracking
         from segloss.sweep import PARENT_RUN_FILE
 
         assert self.config is not None
         parent_file = Path(str(self.config.hydra.sweep.dir)) / PARENT_RUN_FILE
         if not parent_file.is_file():
-            log.warning("%s: no MLflow parent run (%s missing); not recorded", reason, parent_file)
-            return
+            return f"no MLflow parent run ({parent_file} missing): not recorded"
         parent = parent_file.read_text().strip()
         cfg = self._sweep_config(overrides)
         uri, experiment = cfg.tracking.uri, cfg.tracking.experiment
@@ -186,15 +184,16 @@ class SeglossSlurmLauncher(SlurmLauncher):
                 tags={"loss": cfg.loss.name, "seed": cfg.seed, **tags},
             )
             runs = [tracking.RunInfo(run_id, "RUNNING", {})]
+        ended = []
         for run in runs:
             tracking.set_tags(uri, run.run_id, tags)
             before = run.tags.get(tracking.REASON_TAG)
+            final = run.status if run.status == tracking.FINISHED else status
             tracking.end_run(
-                uri,
-                run.run_id,
-                status if run.status == "RUNNING" else run.status,
-                reason=f"{reason} ({before})" if before else reason,
+                uri, run.run_id, final, reason=f"{reason} ({before})" if before else reason
             )
+            ended.append(f"MLflow run {run.run_id} {final}")
+        return ", ".join(ended)
 
 
 def _state(job: Any) -> Any:
