@@ -352,7 +352,7 @@ def _fit(
 
 # Config keys that do not change the trained weights: left out of the fingerprint, so logging
 # elsewhere or evaluating differently reuses a model. (``data`` is covered by the data hash.)
-NOT_FINGERPRINTED = ("tracking", "paths", "eval", "report", "data")
+NOT_FINGERPRINTED = ("tracking", "paths", "eval", "report", "data", "tune")
 
 
 def code_modules(root: str = "segloss.training") -> list[str]:
