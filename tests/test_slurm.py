@@ -8,11 +8,14 @@ named, and the rerun trains only what is missing.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
@@ -97,21 +100,32 @@ def test_slurm_sweep_submits_an_array_and_every_model_and_run_comes_back(
         assert child["params.train.device"] == "cpu"
 
 
+def running_jobs(tmp: Path) -> dict[str, str]:
+    """SLURM job id of each loss whose MLflow run is RUNNING (its job is training)."""
+    try:
+        frame = runs(tmp)
+    except Exception:  # the store does not exist yet
+        return {}
+    if "tags.slurm_job_id" not in frame or "tags.loss" not in frame:
+        return {}
+    running = frame[(frame.status == "RUNNING") & frame["tags.slurm_job_id"].notna()]
+    return dict(zip(running["tags.loss"], running["tags.slurm_job_id"], strict=True))
+
+
+def wait_for_running(tmp: Path, losses: set[str], timeout: float = 240) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while not losses <= set(jobs := running_jobs(tmp)):
+        if time.monotonic() > deadline:
+            return jobs
+        time.sleep(0.5)
+    return jobs
+
+
 def cancel_when_running(cluster: Cluster, tmp: Path, loss: str, found: dict) -> None:
     """scancel the SLURM job of ``loss``'s run as soon as that run is RUNNING (training)."""
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:
-            frame = runs(tmp)
-        except Exception:  # the store does not exist yet
-            frame = pd.DataFrame()
-        if "tags.slurm_job_id" in frame and "tags.loss" in frame:
-            mine = frame[(frame["tags.loss"] == loss) & (frame.status == "RUNNING")]
-            if len(mine) and pd.notna(mine["tags.slurm_job_id"].iloc[0]):
-                found["job_id"] = mine["tags.slurm_job_id"].iloc[0]
-                cluster.run("scancel", found["job_id"])
-                return
-        time.sleep(0.5)
+    if loss in (jobs := wait_for_running(tmp, {loss})):
+        found["job_id"] = jobs[loss]
+        cluster.run("scancel", jobs[loss])
 
 
 @pytest.mark.slow
@@ -159,3 +173,34 @@ def test_slurm_cancelled_job_is_killed_named_and_the_rerun_trains_only_it(
     assert retrained["tags.loss"].tolist() == ["bce"]
     assert retrained.status.tolist() == ["FINISHED"]
     assert checkpoint["mlflow_run_id"] == retrained.iloc[0].run_id
+
+
+@pytest.mark.slow
+def test_slurm_sigterm_of_the_sweep_cancels_its_jobs(
+    slurm_cluster, repo_root, tiny_prepared, tmp_path
+):
+    args = slurm_args(slurm_cluster, "train.epochs=400", "tracking.log_model=false")
+    done: dict[str, subprocess.CompletedProcess] = {}
+    sweep = threading.Thread(
+        target=lambda: done.update(proc=run_train(repo_root, tmp_path, tiny_prepared, *args))
+    )
+    sweep.start()
+    jobs = wait_for_running(tmp_path, {"bce", "bce_dice"})
+    (launcher,) = [
+        p for p in psutil.Process().children() if "pipelines/train.py" in " ".join(p.cmdline())
+    ]
+    launcher.send_signal(signal.SIGTERM)
+    sweep.join()
+    assert set(jobs) == {"bce", "bce_dice"}, jobs
+    assert done["proc"].returncode != 0
+    output = done["proc"].stdout + done["proc"].stderr  # Hydra logs to stdout
+    assert "cancelling the sweep's SLURM jobs" in output, output[-3000:]
+
+    deadline = time.monotonic() + 60  # the jobs end within SLURM's KillWait (10 s here)
+    while not set(jobs.values()) <= set(finished := slurm_cluster.finished_jobs()):
+        assert time.monotonic() < deadline, f"jobs {jobs} still not ended"
+        time.sleep(1)
+    assert {finished[j]["JobState"] for j in jobs.values()} == {"CANCELLED"}
+    parent, children = split_parent(tmp_path)
+    assert parent.status == "KILLED" and set(children.status) == {"KILLED"}
+    assert not list((tmp_path / "models").glob("*/*/model.pt"))
