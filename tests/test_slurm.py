@@ -204,3 +204,46 @@ def test_slurm_sigterm_of_the_sweep_cancels_its_jobs(
     parent, children = split_parent(tmp_path)
     assert parent.status == "KILLED" and set(children.status) == {"KILLED"}
     assert not list((tmp_path / "models").glob("*/*/model.pt"))
+
+
+def cancel_second_task_when_submitted(cluster: Cluster, sweep_dir: Path, found: dict) -> None:
+    """scancel task 1 of the sweep's array as soon as submitit has recorded it (pending)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ids = submitit_job_ids(sweep_dir) if (sweep_dir / ".submitit").is_dir() else []
+        if second := [i for i in ids if i.endswith("_1")]:
+            found["job_id"] = second[0]
+            cluster.run("scancel", second[0])
+            return
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_slurm_job_cancelled_before_it_starts_still_gets_a_failed_run(
+    slurm_cluster, repo_root, tiny_prepared, tmp_path
+):
+    # One task at a time: task 1 waits in the queue while task 0 runs.
+    args = slurm_args(slurm_cluster, "hydra.launcher.array_parallelism=1")
+    found: dict[str, str] = {}
+    canceller = threading.Thread(
+        target=cancel_second_task_when_submitted, args=(slurm_cluster, tmp_path / "sweep", found)
+    )
+    canceller.start()
+    proc = run_train(repo_root, tmp_path, tiny_prepared, *args, "tracking.log_model=false")
+    canceller.join()
+    job_id = found["job_id"]
+    assert proc.returncode != 0
+    parent, children = split_parent(tmp_path)
+    by_loss = {child["tags.loss"]: child for _, child in children.iterrows()}
+    assert by_loss["bce"].status == "FINISHED"
+    never = by_loss["bce_dice"]  # recorded by the launcher: the job never started training
+    assert never["tags.slurm_job_id"] == job_id and never["tags.seed"] == "0"
+    # Whether the controller keeps a record of a queued array task that is cancelled depends
+    # on whether it had been split from the array yet; without a record (and no sacct here)
+    # the job's end is known, not its state.
+    state = never["tags.slurm_state"]
+    assert (state, never.status) in {("CANCELLED", "KILLED"), ("UNKNOWN", "FAILED")}
+    assert f"loss bce_dice, seed 0: SLURM job {job_id} ended {state}" in proc.stderr
+    assert parent.status == never.status
+    assert (tmp_path / "models" / "bce" / "seed0" / "model.pt").is_file()
+    assert not (tmp_path / "models" / "bce_dice").exists()

@@ -63,7 +63,8 @@ class JobState:
 
 def job_state(job_id: str) -> JobState | None:
     """The state of ``job_id`` (``123`` or an array task ``123_4``) as the controller knows it;
-    None once it no longer knows the job (it ended more than ``MinJobAge`` ago)."""
+    None once it no longer knows the job (it ended more than ``MinJobAge`` ago, or it was an
+    array task cancelled before it started)."""
     try:
         proc = subprocess.run(
             ["scontrol", "show", "job", "--oneliner", job_id],
@@ -74,9 +75,12 @@ def job_state(job_id: str) -> JobState | None:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SlurmError(f"scontrol show job {job_id}: {exc}") from exc
     if proc.returncode != 0:
-        if "Invalid job id" in proc.stderr:
+        said = (proc.stderr + proc.stdout).strip()
+        # "Invalid job id specified": purged; "Job 12_1 not found": an array task that was
+        # cancelled while it waited in the queue leaves no record at all.
+        if "Invalid job id" in said or "not found" in said:
             return None
-        raise SlurmError(f"scontrol show job {job_id}: {proc.stderr.strip()}")
+        raise SlurmError(f"scontrol show job {job_id}: {said}")
     # An array whose tasks have not started yet answers with one line for all of them.
     fields = dict(re.findall(r"(\w+)=(\S*)", proc.stdout.splitlines()[0]))
     return JobState(

@@ -197,11 +197,16 @@ class SeglossSlurmLauncher(SlurmLauncher):
 
 
 def _state(job: Any) -> Any:
-    """The job's SLURM state: from the controller, else (forgotten job) from sacct."""
+    """The job's SLURM state: from the controller, else (forgotten job) from sacct, else
+    UNKNOWN (no accounting: the test cluster, some small sites)."""
     from segloss import slurm
 
     state = slurm.job_state(job.job_id)
-    return state if state is not None else slurm.JobState(job.state)
+    if state is not None:
+        return state
+    if (sacct := job.state) != "UNKNOWN":
+        return slurm.JobState(sacct)
+    return slurm.JobState("UNKNOWN", "the controller no longer knows the job and sacct has none")
 
 
 def _ended(job: Any) -> bool:
