@@ -8,7 +8,6 @@ the controller still holds the job (``MinJobAge``, 300 s after its end by defaul
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ ENDED = frozenset(
 )
 # Stopped from outside (scancel, preemption): the job's MLflow run ends KILLED, not FAILED.
 KILLED_STATES = frozenset({"CANCELLED", "PREEMPTED"})
-JOB_ID_TAG = "slurm_job_id"  # MLflow tag: the job's id as squeue and sacct show it
 STATE_TAG = "slurm_state"  # MLflow tag of a job SLURM ended: its state (CANCELLED, TIMEOUT...)
 
 
@@ -88,12 +86,3 @@ def job_state(job_id: str) -> JobState | None:
         fields.get("Reason", "None"),
         fields.get("ExitCode", "0:0"),
     )
-
-
-def current_job_id() -> str | None:
-    """Inside a SLURM job: its id as squeue shows it (``<array job>_<task>`` for an array
-    task, as submitit names it too); None outside SLURM."""
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and task:
-        return f"{array_job}_{task}"
-    return os.environ.get("SLURM_JOB_ID")

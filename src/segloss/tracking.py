@@ -44,7 +44,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from torch import nn
 
-from segloss import slurm
 from segloss.errors import SeglossError
 
 T = TypeVar("T")
@@ -56,6 +55,7 @@ MODEL_PIP_REQUIREMENTS = ["torch", "segmentation-models-pytorch"]
 # Tags every run gets: where its process runs, so a dead process's runs can be found.
 HOST_TAG, PID_TAG, PID_STARTED_TAG = "segloss.host", "segloss.pid", "segloss.pid_started"
 REASON_TAG = "reason"  # why a run ended FAILED or KILLED
+SLURM_JOB_TAG = "slurm_job_id"  # the SLURM job a run ran in (squeue/sacct id)
 MAX_TAG_LENGTH = 5000  # MLflow's limit for a tag value
 
 
@@ -224,6 +224,15 @@ def one_line(message: object) -> str:
     return lines[0].strip() if lines else ""
 
 
+def slurm_job_id() -> str | None:
+    """Inside a SLURM job: its id as squeue shows it (``<array job>_<task>`` for an array
+    task, as submitit names it too); None outside SLURM."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
 def _process_tags() -> dict[str, str]:
     me = psutil.Process()
     tags = {
@@ -231,8 +240,8 @@ def _process_tags() -> dict[str, str]:
         PID_TAG: str(me.pid),
         PID_STARTED_TAG: f"{me.create_time():.2f}",
     }
-    if job_id := slurm.current_job_id():  # in a SLURM job: the launcher finds its run by it
-        tags[slurm.JOB_ID_TAG] = job_id
+    if job_id := slurm_job_id():  # in a SLURM job: the SLURM launcher finds its run by it
+        tags[SLURM_JOB_TAG] = job_id
     return tags
 
 

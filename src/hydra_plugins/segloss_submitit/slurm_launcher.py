@@ -173,8 +173,8 @@ class SeglossSlurmLauncher(SlurmLauncher):
         cfg = self._sweep_config(overrides)
         uri, experiment = cfg.tracking.uri, cfg.tracking.experiment
         status = tracking.KILLED if state.state in slurm.KILLED_STATES else tracking.FAILED
-        tags = {slurm.JOB_ID_TAG: job_id, slurm.STATE_TAG: state.state}
-        runs = tracking.child_runs(uri, parent, {slurm.JOB_ID_TAG: job_id})
+        tags = {tracking.SLURM_JOB_TAG: job_id, slurm.STATE_TAG: state.state}
+        runs = tracking.child_runs(uri, parent, {tracking.SLURM_JOB_TAG: job_id})
         if not runs:  # ended before training started: record it all the same
             run_id = tracking.start_run(
                 uri,
