@@ -11,7 +11,7 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from segloss.cli import one_line_errors
+from segloss.cli import one_line_errors, print_config
 from segloss.data.preparation import prepare
 
 log = logging.getLogger("prepare")
@@ -20,8 +20,11 @@ log = logging.getLogger("prepare")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
+    if cfg.get("print_config", True):
+        print_config(cfg)
     data = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=False)
-    result = prepare(data, cfg.paths.prepared, cfg.paths.reports)
+    cv = OmegaConf.to_container(cfg.cv, resolve=True)
+    result = prepare(data, cfg.paths.prepared, cfg.paths.reports, cv)
     stats = result.calibration
     origin = "generated" if result.generated else "read"
     log.info("%s %s in %.1f s", origin, result.source_dir, result.seconds["generate"])

@@ -95,16 +95,19 @@ def evaluated(tiny_prepared: Path, tmp_path_factory) -> tuple[Path, dict[str, Pa
 def test_per_image_csv_matches_a_recomputation_from_the_predictions(evaluated, tiny_prepared):
     tmp, paths = evaluated
     table = pd.read_csv(paths["per_image"], dtype={"patient": str})
-    assert list(table.columns) == ID_COLUMNS + list(metrics.COLUMNS)
+    # no pixel spacing in the tiny set: distances in native pixels, named so
+    units = {"hd95": "hd95_px", "nsd": "nsd_2px"}
+    assert list(table.columns) == ID_COLUMNS + [units.get(c, c) for c in metrics.COLUMNS]
+    assert (table["fold"] == 0).all()
     test = load_split(tiny_prepared, "test")
     for (loss, seed), rows in table.groupby(["loss", "seed"]):
         saved = np.load(tmp / "predictions" / f"{loss}_seed{seed}.npz")
         assert saved["masks"].dtype == bool and saved["masks"].shape == test.masks.shape
         np.testing.assert_array_equal(saved["patient"], test.patients)
         np.testing.assert_array_equal(saved["slice"], test.slices)
-        expected = metrics.per_image(saved["masks"], test.masks)
+        expected = metrics.per_image(saved["masks"], test.masks).rename(columns=units)
         pd.testing.assert_frame_equal(
-            rows[list(metrics.COLUMNS)].reset_index(drop=True), expected, check_dtype=False
+            rows[list(expected.columns)].reset_index(drop=True), expected, check_dtype=False
         )
 
 
@@ -112,14 +115,16 @@ def test_summary_and_side_tables(evaluated):
     _, paths = evaluated
     summary = json.loads(paths["summary"].read_text())
     assert set(summary) == {"bce", "bce_dice"}
-    assert set(summary["bce"]) == {*SUMMARY_METRICS, "n_seeds"}
+    names = {"hd95": "hd95_px", "nsd": "nsd_2px"}
+    expected = {names.get(m, m) for m in SUMMARY_METRICS}
+    assert set(summary["bce"]) == expected | {"n_seeds", "n_folds", "nsd_tolerance"}
     thresholds = pd.read_csv(paths["thresholds"])
     assert set(thresholds["split"]) == {"val", "test"}
     assert np.allclose(sorted(thresholds["threshold"].unique()), [0.1, 0.3, 0.5, 0.7, 0.9])
     calibration = pd.read_csv(paths["calibration"])
     assert (calibration.groupby(["loss", "seed"])["count"].sum() == 3 * 6 * 32 * 32).all()
     curves = pd.read_csv(paths["learning_curves"])
-    assert list(curves.columns[:3]) == ["loss", "seed", "epoch"] and len(curves) == 4
+    assert list(curves.columns[:4]) == ["loss", "seed", "fold", "epoch"] and len(curves) == 4
     assert sorted(p.name for p in (paths["plots"] / "learning_curves").iterdir()) == [
         "bce.csv",
         "bce_dice.csv",

@@ -29,6 +29,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any
 
 import filelock
 import joblib
+import yaml
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 # "<pid>:<start time>:<host>" of the launching process, for jobs in other processes
 LAUNCHER_ENV = "SEGLOSS_SWEEP_LAUNCHER"
+ENTRY_POINT = "pipelines/train.py"  # the parent run's source (the MLflow UI's Source column)
 _TMP_NAME = re.compile(r"\.tmp-(\d+)-")  # segloss.io.atomic_path's temporary names
 
 
@@ -101,11 +104,12 @@ def prune_models(jobs: list[Mapping[str, Any]]) -> list[Path]:
     from segloss.training import output_dir
 
     keep = {output_dir(job).resolve() for job in jobs}
+    keep |= {parent for path in keep for parent in path.parents}  # seed<k>/ of fold<f>/
     removed = []
     for root in {Path(job["paths"]["models"]) for job in jobs}:
         if not root.is_dir():
             continue
-        for folder in sorted(root.glob("*/seed*")):
+        for folder in sorted(root.glob("*/seed*")) + sorted(root.glob("*/seed*/fold*")):
             if folder.is_dir() and folder.resolve() not in keep:
                 shutil.rmtree(folder)
                 removed.append(folder)
@@ -160,6 +164,10 @@ class MlflowSweepCallback(Callback):
         plain = _plain(config)
         preflight(plain)
         uri, experiment = plain["tracking"]["uri"], plain["tracking"]["experiment"]
+        if not tracking.enabled(uri):  # tracking=none: no parent run, jobs run untracked
+            if self.prune:
+                prune_models(jobs)
+            return
         ended = tracking.end_stale_runs(uri, experiment)
         if ended:
             log.info("ended %d run(s) of dead processes as KILLED", len(ended))
@@ -182,11 +190,16 @@ class MlflowSweepCallback(Callback):
                 uri,
                 experiment,
                 run_name=f"sweep {sweep_dir.name}",
-                tags={"sweep_dir": str(sweep_dir), "git_commit": tracking.git_commit()},
+                tags={
+                    "sweep_dir": str(sweep_dir),
+                    "git_commit": tracking.git_commit(),
+                    **tracking.source_tags(ENTRY_POINT),
+                },
                 params=params,
             )
             self._parent = (uri, run_id)
             parent_file.write_text(run_id + "\n")
+        _log_sweep_definition(uri, run_id, config)
         host, pid, started = tracking.process_identity()
         os.environ[LAUNCHER_ENV] = f"{pid}:{started}:{host}"
         if self.prune:
@@ -202,6 +215,22 @@ class MlflowSweepCallback(Callback):
         uri, run_id = self._parent
         self._parent = None
         end_sweep(uri, run_id, completed=completed, signal_name=tracking.received_signal())
+
+
+def _log_sweep_definition(uri: str, run_id: str, config: DictConfig) -> None:
+    """The parent run's ``sweep.yaml``: the swept values, the command-line overrides and
+    every job's overrides, in launch order."""
+    definition = {
+        "entry_point": ENTRY_POINT,
+        "sweeper_params": OmegaConf.to_container(config.hydra.sweeper.get("params") or {}),
+        "overrides": list(config.hydra.overrides.task),
+        "launcher": OmegaConf.to_container(config.hydra.launcher).get("_target_"),
+        "jobs": job_overrides(config),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sweep.yaml"
+        path.write_text(yaml.safe_dump(definition, sort_keys=False))
+        tracking.log_artifacts(uri, run_id, [path])
 
 
 def end_sweep(uri: str, run_id: str, *, completed: bool, signal_name: str | None) -> str:

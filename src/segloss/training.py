@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from segloss import tracking
-from segloss.data.prepared import load_meta, load_split
+from segloss.data.prepared import fold_splits, load_meta, load_split
 from segloss.errors import ConfigError, SeglossError
 from segloss.io import atomic_path, write_csv
 from segloss.losses import build_loss
@@ -50,6 +50,66 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr
 SCHEDULERS = ("onecycle", "cosine", "constant")
 DATA_KEYS = ("image_size", "data_hash", "splits", "source")
 SYNC_EVERY = 8  # training steps between reads of the loss (progress bar, NaN check)
+ENTRY_POINT = "pipelines/train.py"  # the runs' source (the MLflow UI's Source column)
+CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+
+
+def split_patients(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The patients of each split this job uses (with cross-validation: its fold's)."""
+    fold = (cfg.get("cv") or {}).get("fold")
+    if fold is None:
+        return dict(meta.get("splits") or {})
+    from segloss.data.prepared import fold_splits
+
+    return fold_splits(meta, int(fold))
+
+
+def split_dataset(
+    prepared: str | os.PathLike,
+    meta: Mapping[str, Any],
+    split: str,
+    patients: list[str],
+    fold: int | None = None,
+) -> tracking.Dataset:
+    """One split as an MLflow data set: its slices (patient, slice, tumour_pixels) from
+    ``manifest.csv``, the prepared data's hash as digest, the prepared folder as source."""
+    from segloss.data.prepared import load_manifest
+
+    rows = load_manifest(prepared).query("patient in @patients")
+    table = (
+        rows[["patient", "slice", "tumour_pixels"]]
+        .drop_duplicates(["patient", "slice"])
+        .sort_values(["patient", "slice"])
+        .reset_index(drop=True)
+    )
+    name = f"{meta.get('source', 'prepared')}-{split}" + ("" if fold is None else f"-fold{fold}")
+    return tracking.Dataset(
+        name=name,
+        digest=str(meta.get("data_hash") or "unknown"),
+        source=str(Path(prepared).resolve()),
+        table=table,
+        context=CONTEXTS.get(split, split),
+    )
+
+
+def splits_table(datasets: list[tracking.Dataset]) -> pd.DataFrame:
+    """Per split and patient: slices and tumour pixels (the ``splits.csv`` run artifact)."""
+    frames = [
+        d.table.groupby("patient", as_index=False)
+        .agg(slices=("slice", "size"), tumour_pixels=("tumour_pixels", "sum"))
+        .assign(split=d.context)
+        for d in datasets
+    ]
+    return pd.concat(frames, ignore_index=True)[["split", "patient", "slices", "tumour_pixels"]]
+
+
+def input_example(images: torch.Tensor) -> np.ndarray:
+    """Two preprocessed validation images, float32 NCHW: the logged model's input example
+    (two, so the exported graph keeps the batch size dynamic)."""
+    batch = images[:2].cpu()
+    if len(batch) < 2:
+        batch = batch.repeat(2, 1, 1, 1)[:2]
+    return preprocess(batch).contiguous().numpy()
 
 
 class NonFiniteLoss(SeglossError):
@@ -117,13 +177,23 @@ def preflight(cfg: Mapping[str, Any]) -> dict:
     """
     check_config(cfg)
     meta = load_meta(cfg["paths"]["prepared"])
+    if fold_of(cfg) is not None:  # a fold the prepared data lacks: one line, before any work
+        fold_splits(meta, fold_of(cfg))
     tracking.prepare(cfg["tracking"]["uri"], cfg["tracking"]["experiment"])
     return meta
 
 
+def fold_of(cfg: Mapping[str, Any]) -> int | None:
+    """``cv.fold`` (None without cross-validation)."""
+    fold = (cfg.get("cv") or {}).get("fold")
+    return None if fold is None else int(fold)
+
+
 def output_dir(cfg: Mapping[str, Any]) -> Path:
-    """``<paths.models>/<loss>/seed<k>``."""
-    return Path(cfg["paths"]["models"]) / cfg["loss"]["name"] / f"seed{cfg['seed']}"
+    """``<paths.models>/<loss>/seed<k>``, and ``/fold<f>`` with cross-validation."""
+    out = Path(cfg["paths"]["models"]) / cfg["loss"]["name"] / f"seed{cfg['seed']}"
+    fold = fold_of(cfg)
+    return out if fold is None else out / f"fold{fold}"
 
 
 def seed_everything(seed: int) -> None:
@@ -219,8 +289,10 @@ class _InMemory:
     val_patients: np.ndarray
 
     @classmethod
-    def load(cls, prepared: str, device: torch.device) -> _InMemory:
-        train, val = (load_split(prepared, split, mmap=False) for split in ("train", "val"))
+    def load(cls, prepared: str, device: torch.device, fold: int | None = None) -> _InMemory:
+        train, val = (
+            load_split(prepared, split, mmap=False, fold=fold) for split in ("train", "val")
+        )
 
         def put(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(a).to(device)
@@ -352,7 +424,7 @@ def _fit(
 
 # Config keys that do not change the trained weights: left out of the fingerprint, so logging
 # elsewhere or evaluating differently reuses a model. (``data`` is covered by the data hash.)
-NOT_FINGERPRINTED = ("tracking", "paths", "eval", "report", "data", "tune")
+NOT_FINGERPRINTED = ("tracking", "paths", "eval", "report", "data", "tune", "print_config")
 
 
 def code_modules(root: str = "segloss.training") -> list[str]:
@@ -425,6 +497,7 @@ def reusable(out: Path, fp_hash: str) -> dict[str, Any] | None:
     return {
         "loss": checkpoint["config"]["loss"]["name"],
         "seed": int(checkpoint["config"]["seed"]),
+        "fold": (checkpoint.get("data") or {}).get("fold"),
         "best_epoch": checkpoint["best_epoch"],
         "best_val_dice": checkpoint["best_val_dice"],
         "epochs_run": len(pd.read_csv(history)),
@@ -456,7 +529,8 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
     """
     meta = preflight(cfg)
     t, loss_name, seed = cfg["train"], cfg["loss"]["name"], int(cfg["seed"])
-    label = f"loss {loss_name}, seed {seed}"
+    fold = fold_of(cfg)
+    label = f"loss {loss_name}, seed {seed}" + ("" if fold is None else f", fold {fold}")
     out = output_dir(cfg)
     fp = fingerprint(cfg, meta)
     fp_hash = fingerprint_hash(fp)
@@ -467,7 +541,7 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
         torch.set_num_threads(int(t["num_threads"]))
     device = resolve_device(t["device"])
     seed_everything(seed)
-    data = _InMemory.load(cfg["paths"]["prepared"], device)
+    data = _InMemory.load(cfg["paths"]["prepared"], device, fold)
     model = build_model(cfg["model"]).to(device)
     if t["init_output_bias"]:
         _init_output_bias(model, data.y_train)
@@ -481,24 +555,37 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
         "data_hash": meta.get("data_hash"),
         "code_version": fp["code_version"],
         "fingerprint": fp_hash,
+        **tracking.source_tags(ENTRY_POINT),
     }
+    if fold is not None:
+        tags["fold"] = fold
     started = time.perf_counter()
     try:
         with tracking.tracked_run(
             cfg["tracking"]["uri"],
             cfg["tracking"]["experiment"],
-            run_name=f"{loss_name} seed{seed}",
+            run_name=f"{loss_name} seed{seed}" + ("" if fold is None else f" fold{fold}"),
             parent_run_id=parent_run_id,
             tags=tags,
             params=tracking.flatten(cfg),
+            system_metrics_interval=cfg["tracking"].get("system_metrics_interval"),
         ) as run:
+            fold_id = (cfg.get("cv") or {}).get("fold")
+            datasets = [
+                split_dataset(cfg["paths"]["prepared"], meta, split, patients, fold_id)
+                for split, patients in split_patients(cfg, meta).items()
+                if split in ("train", "val")
+            ]
+            run.log_datasets(datasets)
             history, best_state, best_epoch, best_dice = _fit(
                 model, loss_fn, data, t, generator, run, label
             )
             checkpoint = {
                 "state_dict": best_state,
                 "config": dict(cfg),
-                "data": {k: meta.get(k) for k in DATA_KEYS},
+                # with cross-validation, ``splits`` are this fold's train/val/test patients
+                "data": {k: meta.get(k) for k in DATA_KEYS}
+                | {"splits": fold_splits(meta, fold), "fold": fold},
                 "best_epoch": best_epoch,
                 "best_val_dice": best_dice,
                 "mlflow_run_id": run.run_id,
@@ -515,10 +602,16 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
             with tempfile.TemporaryDirectory() as tmp:
                 config_path = Path(tmp) / "config.yaml"
                 config_path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
-                run.log_artifacts([config_path, out / "history.csv"])
+                splits_path = Path(tmp) / "splits.csv"
+                splits_table(datasets).to_csv(splits_path, index=False)
+                run.log_artifacts([config_path, splits_path, out / "history.csv"])
             if cfg["tracking"]["log_model"]:
                 model.load_state_dict(best_state)
-                run.log_model(model.cpu().eval())
+                checkpoint["mlflow_model_id"] = run.log_model(
+                    model.cpu().eval(),
+                    input_example(data.x_val),
+                    tags={"loss": loss_name, "seed": seed, "data_hash": meta.get("data_hash")},
+                )
             # model.pt last: it marks the (loss, seed) done, so a job killed anywhere before
             # this rename leaves no model.pt and is retrained, never reused.
             with atomic_path(out / "model.pt") as tmp:
@@ -534,6 +627,7 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
     return {
         "loss": loss_name,
         "seed": seed,
+        "fold": fold,
         "best_epoch": best_epoch,
         "best_val_dice": best_dice,
         "epochs_run": len(history),

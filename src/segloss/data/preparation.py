@@ -17,10 +17,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from segloss.data import card, kaggle, synthetic
-from segloss.data.prepared import SPLITS, PreparedSplit, load_manifest, load_meta, write_prepared
+from segloss.data import card, kaggle, sources, synthetic
+from segloss.data.folds import check_cv, fold_roles
+from segloss.data.prepared import (
+    POOL,
+    SPLITS,
+    PreparedSplit,
+    load_manifest,
+    load_meta,
+    write_prepared,
+)
 from segloss.data.split import split_counts, split_patients
-from segloss.errors import ConfigError
+from segloss.errors import ConfigError, DataError
 from segloss.io import write_text
 
 SOURCES = ("synthetic", "lgg")
@@ -116,53 +124,76 @@ def resize(images: torch.Tensor, masks: np.ndarray, size: int) -> tuple[np.ndarr
     return pixels.numpy(), small_masks.numpy()
 
 
-def prepare(cfg: Mapping, prepared_dir: str | Path, reports_dir: str | Path) -> PrepareResult:
-    """Run the whole stage for the ``data`` config ``cfg``; returns where things went."""
+def _split(patients: Mapping, members: list[str]) -> PreparedSplit:
+    """The prepared arrays of ``members`` (each patient: slices, images, masks, packed native)."""
+    return PreparedSplit(
+        images=np.concatenate([patients[p][1] for p in members]),
+        masks=np.concatenate([patients[p][2] for p in members]),
+        patients=np.concatenate([[p] * len(patients[p][0]) for p in members]),
+        slices=np.concatenate([patients[p][0] for p in members]),
+        native=np.concatenate([patients[p][3] for p in members]),
+    )
+
+
+def _check_native(patient: kaggle.Patient, native: tuple[int, int] | None) -> tuple[int, int]:
+    """Every patient's slices must share one source size (native scores need one grid)."""
+    size = tuple(int(v) for v in patient.masks.shape[1:3])
+    if native is not None and size != native:
+        raise DataError(
+            f"{patient.files[0]}: slices are {size[0]}x{size[1]}, other patients' "
+            f"{native[0]}x{native[1]}; every scan must have the same size"
+        )
+    return size
+
+
+def prepare(
+    cfg: Mapping, prepared_dir: str | Path, reports_dir: str | Path, cv: Mapping | None = None
+) -> PrepareResult:
+    """Run the whole stage for the ``data`` config ``cfg`` (and the ``cv`` config: folds)."""
     started = time.perf_counter()
+    folds, val_fraction = check_cv(cv or {})
     source = cfg.get("source")
     if source not in SOURCES:
         raise ConfigError(f"data.source={source!r}: expected one of {', '.join(SOURCES)}")
     root = cfg.get("root")
-    if root in (None, "", "???"):
-        raise ConfigError("data.root is not set: pass data.root=<kaggle_3m folder or its parent>")
+    if root in (None, "", "???") and not (source == "lgg" and cfg.get("download")):
+        raise ConfigError(
+            "data.root is not set: pass data.root=<kaggle_3m folder, its parent or the Kaggle "
+            "zip> (or data.download=true)"
+        )
     size = _require(cfg, "image_size", int, 8)
     seed = _require(cfg, "seed", int)
     fractions = dict(cfg.get("split") or {})
     norm = dict(cfg.get("normalise") or {"low": 1.0, "high": 99.0})
     if not 0 <= float(norm["low"]) < float(norm["high"]) <= 100:
         raise ConfigError(f"data.normalise={norm}: need 0 <= low < high <= 100")
-    generated = False
+    generated, spacing = False, None
     if source == "synthetic":
         settings = synthetic_settings(cfg)
         _check_size(size, settings.size, f"data.tiff_size={settings.size}")
-        split_counts(settings.n_patients, fractions)  # fail before a long generation
+        if folds < 2:
+            split_counts(settings.n_patients, fractions)  # fail before a long generation
+        check_cv(cv or {}, settings.n_patients)
         source_dir, generated = synthetic.generate(root, settings)
+        spacing = synthetic.FOV_MM / settings.size  # mm per native pixel
     else:
-        source_dir = Path(root)
+        source_dir = sources.resolve_root(cfg)
     generation = time.perf_counter() - started
 
-    patients, tables = {}, []
-    for patient in kaggle.read_patients(source_dir):
+    patients, tables, native = {}, [], None
+    for folder in sources.patient_folders(source_dir):
+        patient = kaggle.read_patient(folder)
         _check_size(size, min(patient.images.shape[1:3]), str(patient.files[0]))
+        native = _check_native(patient, native)
         tables.append(card.slice_table(patient))
         pixels = normalise(patient.images, float(norm["low"]), float(norm["high"]))
-        patients[patient.name] = (patient.slices, *resize(pixels, patient.masks, size))
+        packed = np.packbits(patient.masks, axis=-1)
+        patients[patient.name] = (patient.slices, *resize(pixels, patient.masks, size), packed)
     slices = pd.concat(tables, ignore_index=True)
     stats = card.calibration(slices)
     burden = (
         slices.groupby("patient")["tumour_pixels"].sum() / slices.groupby("patient")["pixels"].sum()
-    )
-    assignment = split_patients(burden.to_dict(), fractions, seed)
-
-    splits = {}
-    for name in SPLITS:
-        members = [p for p in sorted(patients) if assignment[p] == name]
-        splits[name] = PreparedSplit(
-            images=np.concatenate([patients[p][1] for p in members]),
-            masks=np.concatenate([patients[p][2] for p in members]),
-            patients=np.concatenate([[p] * len(patients[p][0]) for p in members]),
-            slices=np.concatenate([patients[p][0] for p in members]),
-        )
+    ).to_dict()
     meta = {
         "source": source,
         "source_dir": str(kaggle.find_root(source_dir)),
@@ -170,11 +201,27 @@ def prepare(cfg: Mapping, prepared_dir: str | Path, reports_dir: str | Path) -> 
         "split_fractions": fractions,
         "normalisation": NORMALISATION.format(size=size, **norm),
         "calibration": stats,
+        "native_size": list(native),
+        # mm per native pixel where the source knows it (synthetic), else null (kaggle_3m)
+        "pixel_spacing_mm": spacing,
+        "cv": {"folds": folds, "seed": seed, "val_fraction": val_fraction},
     }
+    if folds >= 2:
+        check_cv(cv or {}, len(patients))
+        meta["folds"] = fold_roles(burden, folds, seed, val_fraction)
+        splits = {POOL: _split(patients, sorted(patients))}
+        test_masks = splits[POOL].masks
+    else:
+        assignment = split_patients(burden, fractions, seed)
+        splits = {
+            name: _split(patients, [p for p in sorted(patients) if assignment[p] == name])
+            for name in SPLITS
+        }
+        test_masks = splits["test"].masks
     if source == "synthetic":
         meta["generator"] = {**asdict(settings), "key": settings.key()}
     prepared = write_prepared(prepared_dir, splits, meta)
-    baseline = card.background_baseline(splits["test"].masks)
+    baseline = card.background_baseline(test_masks)
     text = card.render_card(load_manifest(prepared), stats, baseline, load_meta(prepared))
     card_path = Path(reports_dir) / "data_card.md"
     write_text(text, card_path)

@@ -5,9 +5,17 @@ Layout of a prepared folder (default ``data/prepared/``)::
     images_<split>.npy   uint8 (N, H, W, 3)  channels pre-contrast, FLAIR, post-contrast,
                          each scaled to 0..255 as documented in ``meta.json["normalisation"]``
     masks_<split>.npy    uint8 (N, H, W)     values {0, 1}
+    native_<split>.npy   uint8 (N, H0, ceil(W0/8))  the masks at the source resolution
+                         (``meta.json["native_size"]`` = [H0, W0]), ``np.packbits`` along
+                         the last axis; read with :func:`load_native` (absent in old folders)
     manifest.csv         one row per slice: patient,slice,split,tumour_pixels,height,width,index
                          (``index`` is the row of that slice in the split's arrays)
     meta.json            source, image_size, splits (patients per split), data_hash, ...
+
+With cross-validation (``meta.json["cv"]["folds"] >= 2``) the arrays hold one pool, split
+``all``, and ``meta.json["folds"]`` lists each fold's train/val/test patients;
+``load_split(dir, role, fold=f)`` picks fold ``f``'s rows of the pool (and the manifest has a
+``fold`` column: the fold that tests the patient).
 
 Images are stored channels-last so that ``torch.from_numpy(a).permute(0, 3, 1, 2)`` is an
 NCHW view with channels_last strides, which is the fast layout for convolutions on CPU.
@@ -30,6 +38,7 @@ from segloss.errors import DataError, SeglossError
 from segloss.io import atomic_path
 
 SPLITS = ("train", "val", "test")
+POOL = "all"  # the one split of a cross-validated folder
 MANIFEST_COLUMNS = ["patient", "slice", "split", "tumour_pixels", "height", "width", "index"]
 
 
@@ -41,6 +50,7 @@ class PreparedSplit:
     masks: np.ndarray
     patients: np.ndarray  # (N,) str
     slices: np.ndarray  # (N,) int
+    native: np.ndarray | None = None  # (N, H0, ceil(W0/8)) packed native masks, or None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -99,32 +109,93 @@ def load_manifest(prepared_dir: str | os.PathLike) -> pd.DataFrame:
     return manifest
 
 
-def load_split(prepared_dir: str | os.PathLike, split: str, *, mmap: bool = True) -> PreparedSplit:
-    """Load one split; arrays are memory-mapped unless ``mmap=False``."""
+def n_folds(meta: Mapping) -> int:
+    """Cross-validation folds of a prepared folder (1: a single train/val/test split)."""
+    return int((meta.get("cv") or {}).get("folds", 1))
+
+
+def fold_splits(meta: Mapping, fold: int | None) -> dict[str, list[str]]:
+    """Patients per role (train/val/test) of ``fold``, or of the single split (fold None)."""
+    folds = n_folds(meta)
+    if folds < 2:
+        if fold is not None:
+            raise SeglossError(
+                f"cv.fold={fold}, but the prepared data has no folds: prepare it with "
+                "cv.folds=K (K >= 2) or leave cv.fold unset"
+            )
+        return dict(meta.get("splits") or {})
+    if fold is None or not 0 <= int(fold) < folds:
+        raise SeglossError(
+            f"cv.fold={fold!r}: the prepared data has {folds} folds; choose 0..{folds - 1}"
+        )
+    return dict(meta["folds"][int(fold)])
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    if not path.is_file():
+        raise _missing(path)
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as exc:
+        raise _damaged(path, f"unreadable array ({first_line(exc)})") from None
+
+
+def _rows(root: Path, split: str, fold: int | None) -> tuple[pd.DataFrame, str]:
+    """The manifest rows of a split (sorted by index) and the array file's split name."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    manifest = load_manifest(root)
+    meta = load_meta(root) if fold is not None or (manifest["split"] == POOL).any() else {}
+    if n_folds(meta) < 2:
+        fold_splits(meta, fold)  # a fold on a folder without folds is an error
+        return manifest.query("split == @split").sort_values("index"), split
+    members = set(fold_splits(meta, fold)[split])
+    pool = manifest[(manifest["split"] == POOL) & manifest["patient"].isin(members)]
+    return pool.sort_values("index"), POOL
+
+
+def load_split(
+    prepared_dir: str | os.PathLike, split: str, *, mmap: bool = True, fold: int | None = None
+) -> PreparedSplit:
+    """Load one split (of fold ``fold`` where the folder is cross-validated).
+
+    Arrays are memory-mapped unless ``mmap=False``; a fold's rows of the pool are a copy.
+    """
     root = Path(prepared_dir)
-    rows = load_manifest(root).query("split == @split").sort_values("index")
-    arrays = {}
-    for kind in ("images", "masks"):
-        path = root / f"{kind}_{split}.npy"
-        if not path.is_file():
-            raise _missing(path)
-        try:
-            arrays[kind] = np.load(path, mmap_mode="r" if mmap else None)
-        except (ValueError, OSError, EOFError) as exc:
-            raise _damaged(path, f"unreadable array ({first_line(exc)})") from None
-    if len(arrays["images"]) != len(rows):
+    rows, name = _rows(root, split, fold)
+    arrays = {kind: _load_array(root / f"{kind}_{name}.npy", mmap) for kind in ("images", "masks")}
+    expected = len(rows) if name == split else int((load_manifest(root)["split"] == POOL).sum())
+    if len(arrays["images"]) != expected:
         raise SeglossError(
-            f"{root / f'images_{split}.npy'}: {len(arrays['images'])} slices but manifest.csv "
-            f"lists {len(rows)} for split {split!r}; rerun the prepare stage"
+            f"{root / f'images_{name}.npy'}: {len(arrays['images'])} slices but manifest.csv "
+            f"lists {expected} for split {name!r}; rerun the prepare stage"
         )
+    if name != split:
+        index = rows["index"].to_numpy()
+        arrays = {kind: np.asarray(a[index]) for kind, a in arrays.items()}
     return PreparedSplit(
         images=arrays["images"],
         masks=arrays["masks"],
         patients=rows["patient"].to_numpy(dtype=str),
         slices=rows["slice"].to_numpy(dtype=int),
     )
+
+
+def load_native(
+    prepared_dir: str | os.PathLike, split: str, *, fold: int | None = None
+) -> np.ndarray | None:
+    """A split's masks at the source resolution, bool (N, H0, W0); None in older folders."""
+    root = Path(prepared_dir)
+    rows, name = _rows(root, split, fold)
+    path = root / f"native_{name}.npy"
+    size = load_meta(root).get("native_size")
+    if not path.is_file() or not size:
+        return None
+    packed = _load_array(path, mmap=True)
+    if packed.ndim != 3 or packed.shape[1] != size[0] or packed.shape[2] != -(-size[1] // 8):
+        raise _damaged(path, f"packed masks of shape {packed.shape} do not match {size}")
+    index = rows["index"].to_numpy()
+    return np.unpackbits(packed[index], axis=-1, count=int(size[1])).astype(bool)
 
 
 def write_prepared(
@@ -141,8 +212,8 @@ def write_prepared(
         digest = hashlib.sha256()
         rows = []
         patients_per_split = {}
-        sizes = set()
-        for name in SPLITS:
+        sizes, native_sizes = set(), set()
+        for name in splits:
             part = splits[name]
             images = np.ascontiguousarray(part.images, dtype=np.uint8)
             masks = np.ascontiguousarray(part.masks, dtype=np.uint8)
@@ -159,13 +230,24 @@ def write_prepared(
             digest.update(name.encode())
             digest.update(images.tobytes())
             digest.update(masks.tobytes())
+            if part.native is not None:
+                native = np.ascontiguousarray(part.native, dtype=np.uint8)
+                native_sizes.add(native.shape[1:])
+                np.save(tmp / f"native_{name}.npy", native)
+                digest.update(native.tobytes())
             patients_per_split[name] = sorted(set(map(str, part.patients)))
             for i, (patient, slice_) in enumerate(zip(part.patients, part.slices, strict=True)):
                 rows.append(
                     (str(patient), int(slice_), name, int(masks[i].sum()), *masks.shape[1:3], i)
                 )
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+        if meta.get("folds"):
+            test_fold = {p: f for f, roles in enumerate(meta["folds"]) for p in roles["test"]}
+            manifest["fold"] = manifest["patient"].map(test_fold)
+            digest.update(json.dumps(meta["folds"], sort_keys=True).encode())
         manifest.to_csv(tmp / "manifest.csv", index=False)
+        if len(native_sizes) > 1:
+            raise ValueError(f"native masks differ in packed size: {sorted(native_sizes)}")
         full_meta = {
             **dict(meta),
             "image_size": int(max(sizes)) if sizes else None,

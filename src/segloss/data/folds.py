@@ -1,0 +1,111 @@
+"""Patient-level k-fold cross-validation, seeded and stratified by tumour burden.
+
+With ``cv.folds = K >= 2`` every patient is a test patient exactly once: the patients are
+dealt into K folds; fold ``f`` tests its own patients and picks its validation patients (best
+epoch, threshold choice) from the other folds' patients, the rest train. ``K = 1`` is the
+single train/val/test split of :mod:`segloss.data.split`.
+
+Stratification: tumour-bearing patients are ranked by burden (most first) and dealt so that
+every run of K consecutive patients spreads over all K folds (the seed decides which fold gets
+which); tumour-free patients follow. Validation patients are one per burden stratum of the
+remaining patients, so they span small to large tumours too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from segloss.errors import ConfigError
+
+ROLES = ("train", "val", "test")
+
+
+def check_cv(cfg: Mapping, n_patients: int | None = None) -> tuple[int, float]:
+    """``(folds, val_fraction)`` from the ``cv`` config; ConfigError naming the setting."""
+    folds, val = cfg.get("folds", 1), cfg.get("val_fraction", 0.2)
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 1:
+        raise ConfigError(f"cv.folds={folds!r} must be an integer >= 1 (1: no cross-validation)")
+    if isinstance(val, bool) or not isinstance(val, int | float) or not 0 < val < 1:
+        raise ConfigError(f"cv.val_fraction={val!r} must be a number in (0, 1)")
+    if n_patients is not None and folds > 1:
+        if folds > n_patients:
+            raise ConfigError(f"cv.folds={folds} is more than the {n_patients} patients")
+        if n_patients - -(-n_patients // folds) < 2:
+            raise ConfigError(
+                f"cv.folds={folds} with {n_patients} patients leaves fewer than 2 patients "
+                "outside a test fold (one to train, one to validate)"
+            )
+    return folds, float(val)
+
+
+def _burden_order(burden: Mapping[str, float], stratum: int, rng: np.random.Generator) -> list:
+    """Tumour patients by burden (most first), shuffled within strata; then tumour-free ones."""
+    ranked = sorted((n for n in burden if burden[n] > 0), key=lambda n: (-burden[n], n))
+    order = [
+        str(name)
+        for start in range(0, len(ranked), stratum)
+        for name in rng.permutation(ranked[start : start + stratum])
+    ]
+    return order + [str(n) for n in rng.permutation(sorted(n for n in burden if burden[n] <= 0))]
+
+
+def assign_folds(burden: Mapping[str, float], folds: int, seed: int) -> dict[str, int]:
+    """Map each patient to its test fold (0..folds-1): sizes differ by at most one.
+
+    Patients are taken in burden order; each goes to a fold with the fewest patients so far,
+    picked at random (seeded) among those, so every K consecutive patients land in K
+    different folds.
+    """
+    if not 1 <= folds <= len(burden):
+        raise ConfigError(f"cv.folds={folds} must be between 1 and the {len(burden)} patients")
+    rng = np.random.default_rng(seed)
+    taken = np.zeros(folds, int)
+    assignment = {}
+    for name in _burden_order(burden, folds, rng):
+        free = np.flatnonzero(taken == taken.min())
+        choice = int(rng.choice(free))
+        taken[choice] += 1
+        assignment[name] = choice
+    return assignment
+
+
+def fold_roles(
+    burden: Mapping[str, float], folds: int, seed: int, val_fraction: float
+) -> list[dict[str, list[str]]]:
+    """Per fold, the sorted ``train``/``val``/``test`` patients.
+
+    Validation: ``round(val_fraction * rest)`` (at least 1, at most rest - 1) of the patients
+    outside the test fold, one drawn (seeded) from each of that many consecutive burden strata.
+    """
+    test_fold = assign_folds(burden, folds, seed)
+    rng = np.random.default_rng([seed, 1])
+    out = []
+    for fold in range(folds):
+        test = sorted(n for n, f in test_fold.items() if f == fold)
+        rest = {n: b for n, b in burden.items() if test_fold[n] != fold}
+        n_val = min(max(1, round(val_fraction * len(rest))), len(rest) - 1)
+        ranked = sorted(rest, key=lambda n: (-rest[n], n))
+        val = sorted(str(rng.choice(part)) for part in np.array_split(ranked, n_val))
+        train = sorted(n for n in rest if n not in val)
+        out.append({"train": train, "val": val, "test": test})
+    return out
+
+
+def sweep_values(folds: int) -> str:
+    """The sweep's ``cv.fold`` values for ``cv.folds``: every fold, or ``null`` without CV.
+
+    Registered as the OmegaConf resolver ``segloss_folds`` (:func:`register_resolver`), so
+    ``cv.fold: ${segloss_folds:${cv.folds}}`` in ``hydra.sweeper.params`` follows ``cv.folds``.
+    """
+    folds = int(folds)
+    return "null" if folds < 2 else ",".join(str(f) for f in range(folds))
+
+
+def register_resolver() -> None:
+    """Register ``segloss_folds`` with OmegaConf (once; entry points call it at import)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("segloss_folds"):
+        OmegaConf.register_new_resolver("segloss_folds", sweep_values)
