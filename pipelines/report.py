@@ -11,13 +11,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from segloss.cli import one_line_errors
+from segloss.cli import one_line_errors, print_config
 from segloss.report import build_report
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
+    if cfg.get("print_config", True):
+        print_config(cfg)
     reports = Path(cfg.paths.reports)
     paths = build_report(
         prepared_dir=cfg.paths.prepared,

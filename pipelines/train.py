@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from segloss import sweep
-from segloss.cli import one_line_errors
+from segloss.cli import one_line_errors, print_config
 from segloss.training import train
 
 
@@ -28,7 +28,12 @@ def _train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+    hydra_cfg = HydraConfig.get()
+    if cfg.get("print_config", True) and (
+        hydra_cfg.mode != RunMode.MULTIRUN or hydra_cfg.job.num == 0
+    ):
+        print_config(cfg)  # a sweep's first job only: the others differ by their overrides
+    if hydra_cfg.mode == RunMode.MULTIRUN:
         # A failing job must reach Hydra, which records it, runs the other jobs and raises at
         # the end; one_line_errors would exit the whole sweep.
         return _train(cfg)

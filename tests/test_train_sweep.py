@@ -103,7 +103,7 @@ def test_tiny_sweep_writes_models_histories_and_nested_runs(repo_root, tiny_prep
         for metric in PER_EPOCH:
             assert len(client.get_metric_history(child.run_id, metric)) == 1, metric
         artifacts = {a.path for a in client.list_artifacts(child.run_id)}
-        assert artifacts == {"config.yaml", "history.csv"}
+        assert artifacts == {"config.yaml", "history.csv", "splits.csv"}
         models = client.search_logged_models(
             [child.experiment_id], filter_string=f"source_run_id = '{child.run_id}'"
         )

@@ -30,6 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,21 @@ from typing import Any, TypeVar
 
 import filelock
 import mlflow
+import numpy as np
+import pandas as pd
 import psutil
 import tenacity
-from mlflow.entities import Metric, Param
+from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_DATASET_CONTEXT,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+)
 from torch import nn
 
 from segloss.errors import SeglossError
@@ -57,6 +68,21 @@ HOST_TAG, PID_TAG, PID_STARTED_TAG = "segloss.host", "segloss.pid", "segloss.pid
 REASON_TAG = "reason"  # why a run ended FAILED or KILLED
 SLURM_JOB_TAG = "slurm_job_id"  # the SLURM job a run ran in (squeue/sacct id)
 MAX_TAG_LENGTH = 5000  # MLflow's limit for a tag value
+SYSTEM_METRICS_INTERVAL = 10.0  # seconds between samples of CPU, memory, disk, network
+
+
+def enabled(uri: str | None) -> bool:
+    """Is tracking on? ``tracking.uri: null`` (``tracking=none``) turns every call off."""
+    return bool(uri) and str(uri).lower() != "none"
+
+
+def source_tags(entry_point: str, cwd: str | os.PathLike | None = None) -> dict[str, str]:
+    """The tags the MLflow UI's Source column shows: the entry point and the git commit."""
+    return {
+        MLFLOW_SOURCE_NAME: entry_point,
+        MLFLOW_SOURCE_TYPE: "LOCAL",
+        MLFLOW_GIT_COMMIT: git_commit(cwd),
+    }
 
 
 class TrackingError(SeglossError):
@@ -81,12 +107,12 @@ def _retry_locked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return retrying(fn, *args, **kwargs)
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
+def check_reachable(uri: str | None, timeout: float = 5.0) -> None:
     """For an http(s) URI, fail fast with one clear error if the server does not answer.
 
     MLflow's own client would retry for minutes before failing; this runs before any work.
     """
-    if not uri.startswith(("http://", "https://")):
+    if not enabled(uri) or not uri.startswith(("http://", "https://")):
         return
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
@@ -135,11 +161,14 @@ def _client(uri: str) -> mlflow.MlflowClient:
         return _retry_locked(mlflow.MlflowClient, tracking_uri=uri)
 
 
-def prepare(uri: str, experiment: str) -> str:
+def prepare(uri: str | None, experiment: str) -> str | None:
     """Check the store, create the database and the experiment if needed; its id.
 
-    A ``sqlite:///`` URI whose folder does not exist is an error (nothing is created).
+    A ``sqlite:///`` URI whose folder does not exist is an error (nothing is created). With
+    tracking off (:func:`enabled`) nothing is checked and the id is None.
     """
+    if not enabled(uri):
+        return None
     check_reachable(uri)
     db = sqlite_path(uri)
     if db is not None and not db.parent.is_dir():
@@ -303,12 +332,56 @@ def end_stale_runs(uri: str, experiment: str) -> list[str]:
 
 
 def log_metrics(
-    uri: str, run_id: str, metrics: Mapping[str, float], step: int | None = None
+    uri: str,
+    run_id: str,
+    metrics: Mapping[str, float],
+    step: int | None = None,
+    *,
+    model_id: str | None = None,
+    dataset: Dataset | None = None,
 ) -> None:
-    """Log metrics to an existing run (running or ended; its status is left as it was)."""
+    """Log metrics to an existing run (running or ended; its status is left as it was).
+
+    ``model_id`` attaches them to a logged model (MLflow 3 shows them on the model's page),
+    ``dataset`` to the data set they were measured on.
+    """
     now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+    name, digest = (dataset.name, dataset.digest) if dataset else (None, None)
+    batch = [
+        Metric(
+            k, float(v), now, step or 0, model_id=model_id, dataset_name=name, dataset_digest=digest
+        )
+        for k, v in metrics.items()
+    ]
     _retry_locked(_client(uri).log_batch, run_id, metrics=batch)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A data set as a run's input: ``table`` (one row per sample) is its profile and schema,
+    ``digest`` identifies its content (the prepared data's hash), ``source`` where it lies."""
+
+    name: str
+    digest: str
+    source: str
+    table: pd.DataFrame
+    context: str  # training | validation | testing (the UI's Dataset column shows it)
+
+
+def log_datasets(uri: str, run_id: str, datasets: Iterable[Dataset]) -> None:
+    """Record data sets as the run's inputs (``mlflow.log_input``), each with its context."""
+    inputs = []
+    for d in datasets:
+        # Quiet MLflow's hints ("source can be interpreted in multiple ways", integer columns
+        # in the schema): the source is a local folder, and the table has no missing values.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                d.table, source=d.source, name=d.name, digest=d.digest
+            )
+            entity = dataset._to_mlflow_entity()
+        inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, d.context)]))
+    _retry_locked(_client(uri).log_inputs, run_id, datasets=inputs)
 
 
 def log_artifacts(
@@ -323,30 +396,67 @@ def log_artifacts(
             client.log_artifact(run_id, str(path), artifact_path)
 
 
-def log_model(uri: str, run_id: str, model: nn.Module) -> None:
-    """Log a model with the MLflow PyTorch flavour (pickle format: loads with any batch size).
+def image_signature(example: np.ndarray) -> ModelSignature:
+    """Float32 images ``(batch, 3, H, W)`` in [0, 1] in, one logit ``(batch, 1, H, W)`` out;
+    any batch size, the example's H and W (the size the model was trained at)."""
+    _, channels, height, width = example.shape
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, height, width), "image")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, height, width), "logit")]),
+    )
 
-    ``log_model`` needs the fluent active run, so the run is resumed for the call only and
-    its RUNNING status is restored afterwards. Requirements are given explicitly so MLflow
-    does not spend seconds inferring them.
+
+def log_model(
+    uri: str,
+    run_id: str,
+    model: nn.Module,
+    input_example: np.ndarray,
+    *,
+    tags: Mapping[str, Any] | None = None,
+) -> str:
+    """Log a model in MLflow 3's pickle-free PyTorch format; its logged-model id.
+
+    ``serialization_format="pt2"``: the graph that ``torch.export`` traces from
+    ``input_example`` (float32 ``(batch > 1, 3, H, W)``) and the weights, saved with
+    ``torch.export.save``; ``mlflow.pytorch.load_model`` loads it without unpickling anything
+    (MLflow checks the archive is pickle-free) and without this project's code. The signature
+    (:func:`image_signature`) and the input example are stored with it. ``log_model`` needs the
+    fluent active run, so the run is resumed for the call only and its RUNNING status is
+    restored afterwards. Requirements are given explicitly so MLflow does not infer them.
     """
     mlflow.set_tracking_uri(uri)
-    # Quiet MLflow's per-call warning that pickled models run code when loaded: these models
-    # are loaded only by this project's users (README "Training and tracking" says so).
-    quiet = logging.getLogger("mlflow.pytorch")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with mlflow.start_run(run_id=run_id):
-            mlflow.pytorch.log_model(
-                model,
-                name="model",
-                pip_requirements=MODEL_PIP_REQUIREMENTS,
-                serialization_format="pickle",
-            )
-    finally:
-        quiet.setLevel(level)
+    example = np.ascontiguousarray(input_example, dtype=np.float32)
+    # torch.export.save warns "No complete tensor found in the group" for weights that share
+    # storage (they are on the CPU, where that warning does not apply).
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "No complete tensor found", UserWarning)
+        info = mlflow.pytorch.log_model(
+            model.eval(),
+            name="model",
+            signature=image_signature(example),
+            input_example=example,
+            pip_requirements=MODEL_PIP_REQUIREMENTS[:1],
+            serialization_format="pt2",
+            tags={k: str(v) for k, v in (tags or {}).items()},
+            # MLflow would reload the model to serve the example as JSON lists, which the
+            # PyTorch flavour does not accept (a warning and seconds lost): the round trip
+            # is tested instead (tests/test_mlflow_models.py).
+            validate_serving_input=False,
+        )
     _retry_locked(_client(uri).update_run, run_id, status="RUNNING")
+    return info.model_id
+
+
+def logged_model_id(uri: str, run_id: str) -> str | None:
+    """The id of the model logged by run ``run_id`` (None if it logged none)."""
+    client = _client(uri)
+    run = _retry_locked(client.get_run, run_id)
+    found = _retry_locked(
+        client.search_logged_models,
+        [run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}'",
+    )
+    return found[0].model_id if found else None
 
 
 def run_status(uri: str, run_id: str) -> str:
@@ -487,8 +597,59 @@ class TrackedRun:
     def log_artifacts(self, paths: Iterable[str | os.PathLike]) -> None:
         log_artifacts(self.uri, self.run_id, paths)
 
-    def log_model(self, model: nn.Module) -> None:
-        log_model(self.uri, self.run_id, model)
+    def log_model(
+        self, model: nn.Module, input_example: np.ndarray, tags: Mapping[str, Any] | None = None
+    ) -> str | None:
+        return log_model(self.uri, self.run_id, model, input_example, tags=tags)
+
+    def log_datasets(self, datasets: Iterable[Dataset]) -> None:
+        log_datasets(self.uri, self.run_id, datasets)
+
+
+class NullRun(TrackedRun):
+    """Tracking off (``tracking=none``): every call does nothing, ``run_id`` is None."""
+
+    def __init__(self) -> None:
+        super().__init__(uri="", run_id=None, parent_run_id=None)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_artifacts(self, paths: Iterable[str | os.PathLike]) -> None:
+        pass
+
+    def log_model(self, model, input_example, tags=None) -> None:
+        return None
+
+    def log_datasets(self, datasets: Iterable[Dataset]) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def system_metrics(uri: str, run_id: str, interval: float | None) -> Iterator[None]:
+    """Sample CPU, memory, disk and network (psutil; GPU where pynvml finds one) every
+    ``interval`` seconds into the run's ``system/*`` metrics, as ``log_system_metrics=True``
+    does; one last sample is logged at the end, so a run shorter than ``interval`` has one
+    too. ``interval`` None or 0: off."""
+    if not interval:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    quiet = logging.getLogger("mlflow.system_metrics")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+        with contextlib.suppress(Exception):  # a sample lost to a locked store is no failure
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+        quiet.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -500,15 +661,24 @@ def tracked_run(
     parent_run_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    system_metrics_interval: float | None = None,
 ) -> Iterator[TrackedRun]:
     """A run that ends FINISHED, FAILED on an exception, KILLED on Ctrl-C or SIGTERM; a FAILED
-    or KILLED run gets the exception's first line (or the signal) as its ``reason`` tag."""
+    or KILLED run gets the exception's first line (or the signal) as its ``reason`` tag.
+
+    With tracking off (:func:`enabled`) it yields a :class:`NullRun` (signals still become
+    KeyboardInterrupt). ``system_metrics_interval``: see :func:`system_metrics`.
+    """
+    if not enabled(uri):
+        with sigterm_as_interrupt():
+            yield NullRun()
+        return
     run_id = start_run(
         uri, experiment, run_name=run_name, parent_run_id=parent_run_id, tags=tags, params=params
     )
     status, reason = FAILED, "the process ended before the run did"
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), system_metrics(uri, run_id, system_metrics_interval):
             yield TrackedRun(uri, run_id, parent_run_id)
         status, reason = FINISHED, None
     except KeyboardInterrupt as exc:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from segloss.data.prepared import PreparedSplit, load_meta, load_split
 from segloss.errors import SeglossError
-from segloss.evaluation import pool_calibration
+from segloss.evaluation import SUMMARY_METRICS, pool_calibration
 from segloss.io import atomic_path, write_json, write_text
 from segloss.report import figures, tables
 from segloss.report.render import Block, Heading, Image, Table, Text, to_html, to_markdown
@@ -189,7 +189,7 @@ def build_report(
     for key, render in (("report_md", to_markdown), ("report_html", to_html)):
         write_text(render(TITLE, blocks), paths[key])
     write_json(verdict, paths["verdict"])
-    _log_to_parent_runs(tracking_uri, data.per_model, list(paths.values()))
+    _log_to_parent_runs(tracking_uri, data.per_model, list(paths.values()), verdict)
     return paths
 
 
@@ -287,10 +287,20 @@ def _blocks(
 
 
 def _log_to_parent_runs(
-    tracking_uri: str | None, per_model: pd.DataFrame, paths: list[Path]
+    tracking_uri: str | None,
+    per_model: pd.DataFrame,
+    paths: list[Path],
+    verdict: Mapping[str, Any],
 ) -> None:
-    """Log the report files to every sweep (MLflow parent run) the models came from."""
+    """Log the report to every sweep (MLflow parent run) the models came from: the files
+    under ``report/``, the verdict's headline numbers and each loss's mean test metrics as
+    metrics (:func:`parent_metrics`), the outcome and the headline as tags (the headline is
+    also the run's description)."""
     if tracking_uri is None:
+        return
+    from segloss import tracking  # imports mlflow: only when something is logged
+
+    if not tracking.enabled(tracking_uri):
         return
     parents = per_model["mlflow_parent_run_id"].dropna().unique()
     if not len(parents):
@@ -299,7 +309,33 @@ def _log_to_parent_runs(
             stacklevel=2,
         )
         return
-    from segloss import tracking  # imports mlflow: only when something is logged
-
+    metrics = parent_metrics(verdict, per_model)
+    tags = {
+        "verdict": verdict.get("verdict") or "none",
+        "verdict_comparison": f"{verdict.get('candidate')} vs {verdict.get('baseline')} "
+        f"on {verdict.get('metric')}",
+        "verdict_headline": verdict.get("headline", ""),
+        "mlflow.note.content": verdict.get("headline", ""),
+    }
     for run_id in parents:
         tracking.log_artifacts(tracking_uri, str(run_id), paths, artifact_path="report")
+        tracking.log_metrics(tracking_uri, str(run_id), metrics)
+        tracking.set_tags(tracking_uri, str(run_id), tags)
+
+
+def parent_metrics(verdict: Mapping[str, Any], per_model: pd.DataFrame) -> dict[str, float]:
+    """The numbers a sweep's parent run shows: ``verdict_mean_difference``, ``verdict_ci_low``,
+    ``verdict_ci_high``, ``verdict_p_value``, ``verdict_margin`` (where defined), and
+    ``<loss>/test_<metric>``, the mean over seeds of each test summary metric."""
+    ci = verdict.get("ci") or [None, None]
+    values = {
+        "verdict_mean_difference": verdict.get("mean_difference"),
+        "verdict_ci_low": ci[0],
+        "verdict_ci_high": ci[1],
+        "verdict_p_value": verdict.get("p_value"),
+        "verdict_margin": verdict.get("margin"),
+    }
+    columns = [c for c in SUMMARY_METRICS if c in per_model]
+    for loss, row in per_model.groupby("loss")[columns].mean().iterrows():
+        values |= {f"{loss}/test_{name}": row[name] for name in columns}
+    return {k: float(v) for k, v in values.items() if v is not None and np.isfinite(float(v))}
