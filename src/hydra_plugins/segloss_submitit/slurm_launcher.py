@@ -103,6 +103,8 @@ class SeglossSlurmLauncher(SlurmLauncher):
         )
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            sweep_dir.chmod(int(str(self.config.hydra.sweep.mode), 8))
         log.info("Submitit 'slurm' sweep output dir : %s", sweep_dir)
         args = []
         for idx, overrides in enumerate(job_overrides, initial_job_idx):
