@@ -18,7 +18,7 @@ import pandas as pd
 import psutil
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.plugins import Plugins
+from hydra.utils import instantiate
 from slurm_cluster import Cluster, slurm_cluster_fixture  # noqa: F401 (the fixture)
 from test_train_sweep import run_train, runs, split_parent
 
@@ -59,7 +59,7 @@ def test_slurm_launcher_files_set_threads_to_cpus_and_the_device(repo_root, laun
     assert cfg.hydra.launcher.cpus_per_task == cpus and cfg.hydra.launcher.timeout_min == 60
     assert cfg.hydra.launcher.mem_gb >= 8
     assert cfg.hydra.launcher.gpus_per_task == (1 if device == "cuda" else None)
-    made = Plugins.instance()._instantiate(resized.hydra.launcher)
+    made = instantiate(resized.hydra.launcher)
     assert made.task_overrides == ["train.num_threads=3", f"train.device={device}"]
 
 
