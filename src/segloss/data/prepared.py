@@ -256,3 +256,28 @@ def write_prepared(
         }
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n")
     return out
+
+
+def load_tested(prepared_dir: str | os.PathLike) -> tuple[PreparedSplit, np.ndarray]:
+    """Every tested slice with its masks at the source resolution (bool N,H0,W0).
+
+    Without folds: the test split; with folds: the whole pool (every patient is tested once),
+    in the arrays' order. Folders without native masks give the prepared masks.
+    """
+    root = Path(prepared_dir)
+    meta = load_meta(root)
+    if n_folds(meta) < 2:
+        split = load_split(root, "test")
+        native = load_native(root, "test")
+    else:
+        rows = load_manifest(root).query("split == @POOL").sort_values("index")
+        arrays = {k: _load_array(root / f"{k}_{POOL}.npy", True) for k in ("images", "masks")}
+        split = PreparedSplit(
+            arrays["images"],
+            arrays["masks"],
+            rows["patient"].to_numpy(dtype=str),
+            rows["slice"].to_numpy(dtype=int),
+        )
+        packed, size = _load_array(root / f"native_{POOL}.npy", True), meta["native_size"]
+        native = np.unpackbits(packed, axis=-1, count=int(size[1])).astype(bool)
+    return split, (np.asarray(split.masks, bool) if native is None else native)

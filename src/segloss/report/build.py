@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from segloss.data.prepared import PreparedSplit, load_meta, load_split
+from segloss.data.prepared import PreparedSplit, load_meta, load_tested
 from segloss.errors import SeglossError
 from segloss.evaluation import SUMMARY_METRICS, pool_calibration
 from segloss.io import atomic_path, write_json, write_text
@@ -60,22 +60,32 @@ def _png(fig: Figure, dpi: int) -> bytes:
 def _load_predictions(
     predictions_dir: Path, per_model: pd.DataFrame, test: PreparedSplit
 ) -> tuple[dict[str, np.ndarray], list[tuple[str, int]]]:
-    """Each loss's lowest-seed predicted masks, checked against the test split's slice ids."""
+    """Each loss's lowest-seed predicted masks (every fold's file, put in the order of the
+    tested slices), checked against the tested slices' ids."""
     first = per_model.sort_values("seed").drop_duplicates("loss")
+    wanted = pd.MultiIndex.from_arrays([test.patients, test.slices])
     masks = {}
     for loss, seed in zip(first["loss"], first["seed"], strict=True):
-        path = predictions_dir / f"{loss}_seed{seed}.npz"
-        if not path.is_file():
-            raise SeglossError(f"{path} not found: run the evaluate stage (`dvc repro evaluate`)")
-        saved = np.load(path)
-        if not (
-            np.array_equal(saved["patient"], test.patients)
-            and np.array_equal(saved["slice"], test.slices)
-        ):
+        paths = sorted(predictions_dir.glob(f"{loss}_seed{seed}_fold*.npz")) or [
+            predictions_dir / f"{loss}_seed{seed}.npz"
+        ]
+        if not paths[0].is_file():
             raise SeglossError(
-                f"{path} does not list the prepared test slices: rerun the evaluate stage"
+                f"{paths[0]} not found: run the evaluate stage (`dvc repro evaluate`)"
             )
-        masks[f"{loss} (seed {seed})"] = saved["masks"]
+        saved = [np.load(path) for path in paths]
+        ids = pd.MultiIndex.from_arrays(
+            [
+                np.concatenate([f["patient"] for f in saved]),
+                np.concatenate([f["slice"] for f in saved]),
+            ]
+        )
+        order = ids.get_indexer(wanted)
+        if len(ids) != len(wanted) or (order < 0).any():
+            raise SeglossError(
+                f"{paths[0]} does not list the prepared test slices: rerun the evaluate stage"
+            )
+        masks[f"{loss} (seed {seed})"] = np.concatenate([f["masks"] for f in saved])[order]
     return masks, list(zip(first["loss"], first["seed"], strict=True))
 
 
@@ -92,7 +102,7 @@ def build_report(
     data = tables.Tables.read(metrics_dir)
     losses = data.losses
     meta = load_meta(prepared_dir)
-    test = load_split(prepared_dir, "test")
+    test, native = load_tested(prepared_dir)  # every tested slice; masks at source size
     dpi = int(settings.get("dpi", 110))
     fixed = float(data.per_model["threshold"].iloc[0])
 
@@ -115,8 +125,12 @@ def build_report(
     ece = data.per_model.groupby("loss")["ece"].mean()
     predictions, shown = _load_predictions(Path(predictions_dir), data.per_model, test)
     rows = tables.overlay_slices(prepared_dir, int(settings["overlay_count"]))
+    wanted = pd.MultiIndex.from_arrays([test.patients, test.slices])
     slice_dice = {
-        title: data.per_image.query("loss == @loss and seed == @seed")["dice"].to_numpy()
+        title: data.per_image.query("loss == @loss and seed == @seed")
+        .set_index(["patient", "slice"])["dice"]
+        .reindex(wanted)
+        .to_numpy()
         for title, (loss, seed) in zip(predictions, shown, strict=True)
     }
 
@@ -138,7 +152,7 @@ def build_report(
             "Tumour-free test slices: share with any false-positive pixel (left) and how many.",
         ),
         "overlays.png": (
-            figures.overlays(test, rows, predictions, slice_dice),
+            figures.overlays(test, rows, predictions, slice_dice, native),
             "The same test slices for every loss: the smallest tumour, a tumour-free slice, "
             "then larger tumours (prediction in orange, per-slice Dice in the title).",
         ),

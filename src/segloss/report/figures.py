@@ -225,33 +225,38 @@ def overlays(
     rows: list[int],
     predictions: dict[str, np.ndarray],
     dice: dict[str, np.ndarray],
+    truth: np.ndarray | None = None,
 ) -> Figure:
     """The same test slices for every loss: FLAIR image, ground truth, each prediction.
 
     ``predictions`` maps a column title to its masks (N,H,W) and ``dice`` the same title to
-    its per-slice Dice (N,), shown in each panel's title.
+    its per-slice Dice (N,), shown in each panel's title. ``truth``: the ground truth at the
+    masks' (source) size; the prepared image is stretched over the same extent.
     """
+    truth = test.masks if truth is None else truth
     columns = ["image (FLAIR)", "ground truth", *predictions]
     fig = _figure(1.9 * len(columns), 2.0 * len(rows))
     axes = fig.subplots(len(rows), len(columns), squeeze=False)
     for r, row in enumerate(rows):
         flair = test.images[row][..., 1]
-        masks = {"ground truth": test.masks[row].astype(bool)} | {
+        h, w = truth[row].shape
+        extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+        masks = {"ground truth": truth[row].astype(bool)} | {
             title: masks[row] for title, masks in predictions.items()
         }
         for c, title in enumerate(columns):
             ax = axes[r, c]
-            ax.imshow(flair, cmap="gray")
+            ax.imshow(flair, cmap="gray", extent=extent)
             if title in masks:
                 overlay = np.ma.masked_where(~masks[title], masks[title])
-                ax.imshow(overlay, cmap="autumn", alpha=0.55, vmin=0, vmax=1)
+                ax.imshow(overlay, cmap="autumn", alpha=0.55, vmin=0, vmax=1, extent=extent)
             label = title if r == 0 else ""
             if title in predictions:
                 label = f"{label}\nDice {dice[title][row]:.2f}".strip()
             elif c == 0:
                 label = f"{label}\n{test.patients[row]} s{test.slices[row]}".strip()
             elif c == 1:
-                label = f"{label}\n{int(test.masks[row].sum())} px".strip()
+                label = f"{label}\n{int(truth[row].sum())} px".strip()
             ax.set_title(label, fontsize=8)
             ax.set_axis_off()
     return fig

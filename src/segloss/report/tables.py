@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from segloss import metrics
-from segloss.data.prepared import load_manifest, load_split
+from segloss.data.prepared import load_manifest, load_tested
 
 # Metrics of the per-model table, as (column of per_model.csv, label, higher is better).
 METRICS = (
@@ -22,8 +23,8 @@ METRICS = (
     ("iou", "IoU per slice", True),
     ("iou_per_patient", "IoU per patient", True),
     ("pixel_accuracy", "Pixel accuracy", True),
-    ("hd95", "HD95 (px, per slice)", False),
-    ("nsd", "NSD (2 px tolerance)", True),
+    ("hd95", "HD95", False),  # hd95_mm / hd95_px: per patient volume (metric_table)
+    ("nsd", "NSD", True),  # nsd_<tol>mm / nsd_<tol>px
     ("fp_rate_empty", "Tumour-free slices with false positives", False),
     ("ece", "Expected calibration error", False),
 )
@@ -81,6 +82,14 @@ def metric_table(per_model: pd.DataFrame) -> pd.DataFrame:
     """Every metric per loss as ``mean ± std [95 % CI]`` over seeds; rows metrics, cols losses."""
     rows = {}
     for column, label, higher in METRICS:
+        if column in ("hd95", "nsd") and column not in per_model:
+            # named with its unit (evaluation): hd95_mm, nsd_2px, ... per patient volume
+            named = [c for c in per_model if re.fullmatch(rf"{column}_([\d.]*)(mm|px)", c)]
+            if not named:
+                continue
+            tol, unit = re.fullmatch(rf"{column}_([\d.]*)(mm|px)", named[0]).groups()
+            column = named[0]
+            label = f"HD95 ({unit}, per patient)" if not tol else f"NSD ({tol} {unit}, per patient)"
         cells = {}
         for loss, values in per_model.groupby("loss", sort=False)[column]:
             lo, hi = mean_ci(values)
@@ -112,10 +121,8 @@ def data_card(prepared_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFra
     imbalance = imbalance.rename(
         columns={"tumour_slices": "share of slices with tumour", "tumour_pixels": "tumour pixels"}
     )
-    test = load_split(prepared_dir, "test")
-    frame = metrics.per_image(np.zeros(test.masks.shape, bool), test.masks).assign(
-        patient=test.patients
-    )
+    test, native = load_tested(prepared_dir)  # every tested slice, at the source resolution
+    frame = metrics.per_image(np.zeros(native.shape, bool), native).assign(patient=test.patients)
     background = pd.DataFrame(
         {
             "pixel accuracy (per slice)": [metrics.mean_per_image(frame, "pixel_accuracy")],
@@ -185,7 +192,8 @@ def threshold_table(per_model: pd.DataFrame) -> pd.DataFrame:
 def overlay_slices(prepared_dir: str | os.PathLike, count: int) -> list[int]:
     """Rows of the test split to show: the smallest tumour, a tumour-free slice, then the
     largest and evenly spaced tumour sizes in between, up to ``count`` (at least two)."""
-    test = load_manifest(prepared_dir).query("split == 'test'").sort_values("index")
+    # the test split, or with cross-validation the pool (every patient is tested once)
+    test = load_manifest(prepared_dir).query("split in ('test', 'all')").sort_values("index")
     tumour = test[test["tumour_pixels"] > 0].sort_values(["tumour_pixels", "index"])
     empty = test[test["tumour_pixels"] == 0]
     chosen: list[int] = []

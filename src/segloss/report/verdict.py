@@ -9,6 +9,7 @@ validation-best threshold.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,9 +32,22 @@ AT_BEST = ("dice_at_best", "per_patient", True)
 REAL_SOURCES = ("lgg", "kaggle", "tcga")
 
 
+def patient_metrics(tables: Mapping[str, pd.DataFrame]) -> dict[str, tuple[str, str, bool]]:
+    """:data:`PATIENT_METRICS` with HD95 and NSD as ``per_patient``'s volume columns named with
+    their unit (``hd95_mm``/``hd95_px``, ``nsd_2mm``/``nsd_2px``) where the tables have them."""
+    specs = dict(PATIENT_METRICS)
+    for base in ("hd95", "nsd"):
+        named = [c for c in tables["per_patient"] if re.fullmatch(rf"{base}_[\d.]*(mm|px)", c)]
+        if named:
+            del specs[base]
+            specs[named[0]] = (named[0], "per_patient", base != "hd95")
+    return specs
+
+
 def patient_scores(column: str, source: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """``loss, seed, patient, value`` of one column: the frame ``paired_comparison`` takes."""
-    keys = ["loss", "seed", "patient"]
+    """``loss, seed, [fold,] patient, value`` of one column: the frame ``paired_comparison``
+    takes (with cross-validation, ``fold``: a model is the pair fold, seed)."""
+    keys = ["loss", "seed", *(["fold"] if "fold" in tables[source] else []), "patient"]
     if source == "per_patient":
         frame = tables["per_patient"][[*keys, column]]
     else:
@@ -59,10 +73,12 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
     baseline, candidate, metric = settings["baseline"], settings["candidate"], settings["metric"]
     losses = list(dict.fromkeys(tables["per_model"]["loss"]))
     collapsed = collapsed_seeds(tables["per_model"], float(settings["collapse_dice"]))
+    specs = patient_metrics(tables)
     margins = {**settings["margins"], metric: float(settings["margin"])}
+    margins |= {name: margins[name.split("_")[0]] for name in specs if name not in margins}
 
     def compare(loss: str, name: str, spec=None, drop=()) -> dict[str, Any]:
-        column, source, higher = spec or PATIENT_METRICS[name]
+        column, source, higher = spec or specs[name]
         return paired_comparison(
             patient_scores(column, source, tables),
             baseline,
@@ -89,7 +105,7 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
     comparisons = [
         with_sensitivity(loss, name)
         for loss in others
-        for name in PATIENT_METRICS
+        for name in specs
         if (loss, name) != (candidate, metric)
     ]
     for result, adjusted in zip(
