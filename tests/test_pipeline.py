@@ -51,12 +51,10 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> str:
     return done.stdout
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> tuple[Path, dict]:
-    """Copy the working tree (tracked + untracked, not ignored), shrink it, run `dvc repro`."""
-    if not (REPO / ".venv" / "bin" / "dvc").is_file():
-        pytest.skip("needs the project's .venv (make run or make test creates it)")
-    root = tmp_path_factory.mktemp("pipeline") / "repo"
+def tiny_copy(base: Path) -> tuple[Path, dict]:
+    """A git repository at ``base/repo``: the working tree (tracked + untracked, not
+    ignored), shrunk to the tiny config; and the environment to run DVC in it."""
+    root = base / "repo"
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],
         cwd=REPO,
@@ -84,6 +82,15 @@ def pipeline(tmp_path_factory) -> tuple[Path, dict]:
     _run(["git", "init", "-q"], root, env)
     _run(["git", "add", "-A"], root, env)
     _run([*git, "commit", "-qm", "tiny copy"], root, env)
+    return root, env
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> tuple[Path, dict]:
+    """Copy the working tree, shrink it, run `dvc repro`."""
+    if not (REPO / ".venv" / "bin" / "dvc").is_file():
+        pytest.skip("needs the project's .venv (make run or make test creates it)")
+    root, env = tiny_copy(tmp_path_factory.mktemp("pipeline"))
     _run(["dvc", "repro"], root, env)
     return root, env
 
@@ -108,8 +115,7 @@ def test_every_output_exists(pipeline):
                 "summary.json",
             )
         ),
-        "reports/plots/learning_curves.csv",
-        "reports/plots/reliability.csv",
+        *(f"reports/plots/learning_curves/{loss}.csv" for loss in LOSSES),
         "reports/report.md",
         "reports/report.html",
         "reports/verdict.json",
