@@ -247,3 +247,18 @@ def test_slurm_job_cancelled_before_it_starts_still_gets_a_failed_run(
     assert parent.status == never.status
     assert (tmp_path / "models" / "bce" / "seed0" / "model.pt").is_file()
     assert not (tmp_path / "models" / "bce_dice").exists()
+
+
+@pytest.mark.slow
+def test_slurm_refusing_the_jobs_is_one_error_line(
+    slurm_cluster, repo_root, tiny_prepared, tmp_path
+):
+    args = [a for a in slurm_args(slurm_cluster) if not a.startswith("hydra.launcher.partition")]
+    proc = run_train(
+        repo_root, tmp_path, tiny_prepared, *args, "hydra.launcher.partition=no_such_partition"
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: SLURM refused the sweep's jobs: sbatch: error:"), last
+    assert "partition" in last.lower()
+    assert not (tmp_path / "models").exists()

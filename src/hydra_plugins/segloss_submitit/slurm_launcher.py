@@ -18,6 +18,8 @@ deferred so that discovering plugins stays fast for every entry point.
 """
 
 import logging
+import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -87,8 +89,10 @@ class SeglossSlurmLauncher(SlurmLauncher):
         return results
 
     def _submit(self, job_overrides: list[list[str]], initial_job_idx: int) -> list:
-        """Submit one array of jobs, as ``BaseSubmititLauncher.launch`` does."""
+        """Submit one array of jobs, as ``BaseSubmititLauncher.launch`` does; where SLURM
+        refuses them, one ``error:`` line and exit status 2 (the CLI's convention)."""
         import submitit
+        from submitit.core.utils import FailedJobError
 
         assert self.config is not None
         params = dict(self.params)
@@ -112,7 +116,13 @@ class SeglossSlurmLauncher(SlurmLauncher):
             args.append(
                 (overrides, "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
             )
-        return executor.map_array(self, *zip(*args, strict=True))
+        if shutil.which("sbatch") is None:
+            _exit_with_error("sbatch not found: hydra/launcher=slurm submits from a SLURM node")
+        try:
+            return executor.map_array(self, *zip(*args, strict=True))
+        except FailedJobError as exc:  # sbatch refused: bad partition, account, resources...
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            _exit_with_error(f"SLURM refused the sweep's jobs: {lines[-1] if lines else exc}")
 
     def _wait(self, jobs: list) -> None:
         waiting = list(jobs)
@@ -196,6 +206,11 @@ class SeglossSlurmLauncher(SlurmLauncher):
             )
             ended.append(f"MLflow run {run.run_id} {final}")
         return ", ".join(ended)
+
+
+def _exit_with_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _state(job: Any) -> Any:
