@@ -580,19 +580,28 @@ def _write_tables(
     paths["summary"] = metrics_dir / "summary.json"
     write_json(summary.to_dict(orient="index"), paths["summary"])
 
-    paths["plots"] = plots_dir
+    paths["plots"] = write_plot_tables(plots_dir, tables["learning_curves"], tables["calibration"])
+    return paths
+
+
+def write_plot_tables(
+    plots_dir: str | os.PathLike, learning_curves: pd.DataFrame, calibration: pd.DataFrame
+) -> Path:
+    """The folder ``dvc plots show`` reads: ``learning_curves.csv`` (``loss,epoch,val_dice``,
+    mean over seeds) and ``reliability.csv`` (``loss,mean_prob,frac_positive,count``, bins
+    pooled over seeds), tidy tables drawn one line per ``loss`` (``.dvc/plots/by_loss.json``)."""
+    plots_dir = Path(plots_dir)
     with atomic_path(plots_dir) as tmp:
         tmp.mkdir(parents=True)
-        curves = tables["learning_curves"]
         columns = ["loss", "epoch", "val_dice"]
         mean_curves = (
-            curves.groupby(["loss", "epoch"], sort=False)["val_dice"].mean().reset_index()
-            if "val_dice" in curves
+            learning_curves.groupby(["loss", "epoch"], sort=False)["val_dice"].mean().reset_index()
+            if "val_dice" in learning_curves
             else pd.DataFrame(columns=columns)
         )
         mean_curves[columns].to_csv(tmp / "learning_curves.csv", index=False)
-        reliability = pool_calibration(tables["calibration"])
+        reliability = pool_calibration(calibration)
         reliability[["loss", "mean_prob", "frac_positive", "count"]].dropna().to_csv(
             tmp / "reliability.csv", index=False
         )
-    return paths
+    return plots_dir
