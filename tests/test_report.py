@@ -75,7 +75,9 @@ def test_report_renders_every_section_and_figure(tiny_prepared, tmp_path, losses
         assert verdict["verdict"] in VERDICTS and verdict["p_holm"] is None
         assert len(verdict["ci"]) == 2 and 0 <= verdict["p_value"] <= 1
         secondary = {(c["candidate"], c["metric"]) for c in verdict["comparisons"]}
-        assert {m for c, m in secondary if c == "bce_dice"} == {"iou_per_patient", "hd95", "nsd"}
+        # volume HD95/NSD named with their unit: the tiny set has no pixel spacing -> px
+        expected = {"iou_per_patient", "hd95_px", "nsd_2px"}
+        assert {m for c, m in secondary if c == "bce_dice"} == expected
         assert ("friedman" in verdict) == (len(losses) == 3)
         assert "paired.png" in {p.name for p in paths["figures"].glob("*.png")}
     assert verdict["headline"] in markdown
