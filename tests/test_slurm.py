@@ -202,7 +202,7 @@ def test_slurm_sigterm_of_the_sweep_cancels_its_jobs(
         time.sleep(1)
     assert {finished[j]["JobState"] for j in jobs.values()} == {"CANCELLED"}
     parent, children = split_parent(tmp_path)
-    assert parent.status == "KILLED" and set(children.status) == {"KILLED"}
+    assert parent.status == "KILLED" and set(children.status) == {"KILLED"}, output[-3000:]
     assert not list((tmp_path / "models").glob("*/*/model.pt"))
 
 
