@@ -28,7 +28,14 @@ METRIC_SENTENCE = (
     "prediction on a tumour-free slice as a perfect 1, so a model that predicts little looks "
     "good; tumour-slices-only Dice removes those free points; per-patient Dice pools each "
     "patient's pixels into one volume score, so large tumours weigh more than single slices; "
-    "pooled Dice does the same over the whole test set and is dominated by the biggest tumours."
+    "pooled Dice does the same over the whole test set and is dominated by the biggest tumours. "
+    "Resolution: every count, Dice and distance compares the prediction with the original mask "
+    "at the source resolution (probabilities upsampled bilinearly, then thresholded); "
+    "per_patient.csv's dice_train_res is the same model scored at the training size, a "
+    "secondary figure. HD95 and NSD are per patient: surface distances pooled over all its "
+    "slices (each slice's border in 2-D: the kaggle_3m slice spacing is unknown), in mm where "
+    "the pixel spacing is known, else in native pixels, as the column names say; the NSD "
+    "tolerance (eval.nsd_tolerance) is in the same unit."
 )
 
 
