@@ -82,8 +82,16 @@ def render_card(
 ) -> str:
     """The data card as markdown."""
     rows = []
-    for name in (*SPLITS, "all"):
-        part = manifest if name == "all" else manifest[manifest["split"] == name]
+    # with cross-validation: one row per fold's test patients instead of train/val/test
+    folds = sorted(manifest["fold"].dropna().unique()) if "fold" in manifest else []
+    groups = [f"test of fold {int(f)}" for f in folds] if folds else list(SPLITS)
+    for name in (*groups, "all"):
+        if name == "all":
+            part = manifest
+        elif folds:
+            part = manifest[manifest["fold"] == int(name.rsplit(" ", 1)[1])]
+        else:
+            part = manifest[manifest["split"] == name]
         pixels = (part["height"] * part["width"]).sum()
         rows.append(
             {
