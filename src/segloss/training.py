@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
 SCHEDULERS = ("onecycle", "cosine", "constant")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # train.precision -> autocast dtype
 DATA_KEYS = ("image_size", "data_hash", "splits", "source")
 SYNC_EVERY = 8  # training steps between reads of the loss (progress bar, NaN check)
 ENTRY_POINT = "pipelines/train.py"  # the runs' source (the MLflow UI's Source column)
@@ -158,15 +159,36 @@ TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "patience": (lambda v: v is None or _int_at_least(1)(v), "an integer >= 1 or null"),
     "num_threads": (lambda v: v is None or _int_at_least(1)(v), "an integer >= 1 or null"),
     "scheduler": (lambda v: v in SCHEDULERS, f"one of {', '.join(SCHEDULERS)}"),
+    "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
 }
+# tracking.<key>: (valid?, what it must be)
+TRACKING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "system_metrics_interval": (
+        lambda v: v is None or _number(lambda x: 0 < x < math.inf)(v),
+        "a number of seconds > 0 or null",
+    ),
+}
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The model's forward pass in ``train.precision``: fp32 (nothing), or bf16 autocast on
+    the device. Losses always compute in float32 (they turn autocast off themselves)."""
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` for out-of-range ``train`` settings, before any work."""
     for key, (valid, expected) in TRAIN_RULES.items():
-        value = cfg["train"][key]
+        value = cfg["train"].get(key, "fp32" if key == "precision" else None)
         if not valid(value):
             raise ConfigError(f"train.{key} must be {expected}, got {value!r}")
+    for key, (valid, expected) in TRACKING_RULES.items():
+        value = (cfg.get("tracking") or {}).get(key)
+        if not valid(value):
+            raise ConfigError(f"tracking.{key} must be {expected}, got {value!r}")
 
 
 def preflight(cfg: Mapping[str, Any]) -> dict:
@@ -326,7 +348,9 @@ def _train_epoch(
         x, y = preprocess(data.x_train[idx]), _targets(data.y_train[idx])
         if t["augment"]["enabled"]:
             x, y = augment_batch(x, y, t["augment"], generator)
-        loss = loss_fn(model(x), y)
+        with autocast(x.device, t.get("precision", "fp32")):
+            logits = model(x)
+        loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
