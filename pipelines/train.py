@@ -9,6 +9,8 @@ See README "Training and tracking".
 
 from __future__ import annotations
 
+import logging
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -16,13 +18,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from segloss import sweep
 from segloss.cli import one_line_errors, print_config
-from segloss.training import train
+from segloss.fingerprint import quick_reuse
+
+log = logging.getLogger("train")
 
 
 def _train(cfg: DictConfig) -> dict:
     sweep.watch_launcher()  # a job in another process: stop (run KILLED) if the sweep dies
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain["train"]["num_threads"] = sweep.num_threads(plain["train"]["num_threads"])
+    if summary := quick_reuse(plain):  # up to date: no torch or MLflow import in this job
+        log.info("%s is up to date (same config, data and code); reused", summary["model_path"])
+        return summary
+    from segloss.training import train  # torch and MLflow: only for a model to train
+
     return train(plain, parent_run_id=sweep.parent_run_id())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -64,7 +65,7 @@ def test_same_seed_gives_same_history_and_weights(make_cfg, tmp_path):
     assert ckpt_a["best_epoch"] == first["best_epoch"]
     assert ckpt_a["best_val_dice"] == pytest.approx(histories[0]["val_dice"].max())
     assert ckpt_a["config"]["loss"]["name"] == "bce_dice" and ckpt_a["config"]["seed"] == 3
-    assert set(ckpt_a["data"]) == {"image_size", "data_hash", "splits", "source"}
+    assert set(ckpt_a["data"]) == {"image_size", "data_hash", "splits", "source", "fold"}
     assert ckpt_a["mlflow_run_id"] == first["mlflow_run_id"]
     assert ckpt_a["mlflow_parent_run_id"] is None
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -207,10 +208,11 @@ def test_changed_training_code_or_data_retrains(make_cfg, tmp_path, monkeypatch)
     from segloss import training
 
     train(make_cfg("loss=bce", "train.epochs=1"))
-    monkeypatch.setattr(training, "code_version", lambda: "edited")
+    monkeypatch.setattr("segloss.fingerprint.code_version", lambda: "edited")
     assert "reused" not in train(make_cfg("loss=bce", "train.epochs=1"))
     assert train(make_cfg("loss=bce", "train.epochs=1"))["reused"]
-    monkeypatch.setattr(training, "load_meta", lambda d: {"data_hash": "other"})
+    real = training.load_meta
+    monkeypatch.setattr(training, "load_meta", lambda d: {**real(d), "data_hash": "other"})
     assert "reused" not in train(make_cfg("loss=bce", "train.epochs=1"))
 
 
@@ -222,3 +224,21 @@ def test_code_version_covers_every_module_training_imports():
         assert name in modules
     assert "segloss.data.prepared" in modules and "segloss.io" in modules
     assert "segloss.sweep" not in modules and "segloss.evaluation" not in modules
+
+
+def test_fingerprint_stamp_decides_reuse_without_torch_and_is_never_trusted_alone(make_cfg):
+    """fingerprint.json lets a job skip loading the model; a model.pt that is not the one the
+    stamp hashed (replaced, or written without a new stamp) is not reused from the stamp."""
+    from segloss.fingerprint import STAMP, quick_reuse
+
+    cfg = make_cfg("loss=bce", "train.epochs=1")
+    first = train(cfg)
+    out = tmp_out = Path(first["model_path"]).parent
+    quick = quick_reuse(cfg)
+    assert quick["reused"] and quick["mlflow_run_id"] == first["mlflow_run_id"]
+    assert quick_reuse(make_cfg("loss=bce", "train.epochs=2")) is None  # other config
+    assert quick_reuse(make_cfg("loss=bce", "train.epochs=1", "train.reuse=false")) is None
+    (tmp_out / "model.pt").write_bytes((out / "model.pt").read_bytes() + b"x")
+    assert quick_reuse(cfg) is None
+    (out / STAMP).unlink()
+    assert quick_reuse(cfg) is None

@@ -44,11 +44,24 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from segloss import tracking
+from segloss import processes
 from segloss.cli import one_line_errors
 from segloss.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+class _Lazy:
+    """``segloss.tracking`` (mlflow) imported on first use: a job process that only finds its
+    model up to date never pays for it (Hydra unpickles this module into every worker)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from segloss import tracking as module
+
+        return getattr(module, name)
+
+
+tracking = _Lazy()
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 # "<pid>:<start time>:<host>" of the launching process, for jobs in other processes
@@ -115,7 +128,7 @@ def prune_models(jobs: list[Mapping[str, Any]]) -> list[Path]:
                 removed.append(folder)
         for tmp in sorted(root.glob("**/.tmp-*")):
             match = _TMP_NAME.match(tmp.name)
-            if match and not tracking._process_alive(int(match.group(1)), None):
+            if match and not processes.alive(int(match.group(1)), None):
                 shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
                 removed.append(tmp)
         for loss_dir in root.iterdir():
@@ -200,7 +213,7 @@ class MlflowSweepCallback(Callback):
             self._parent = (uri, run_id)
             parent_file.write_text(run_id + "\n")
         _log_sweep_definition(uri, run_id, config)
-        host, pid, started = tracking.process_identity()
+        host, pid, started = processes.identity()
         os.environ[LAUNCHER_ENV] = f"{pid}:{started}:{host}"
         if self.prune:
             prune_models(jobs)
@@ -271,7 +284,7 @@ def watch_launcher() -> None:
     if host != socket.gethostname() or int(pid) == os.getpid():
         return
     _watching.append(int(pid))
-    tracking.watch_process(int(pid), float(started))
+    processes.watch(int(pid), float(started))
 
 
 def parent_run_id() -> str | None:

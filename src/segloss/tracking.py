@@ -40,7 +40,6 @@ import filelock
 import mlflow
 import numpy as np
 import pandas as pd
-import psutil
 import tenacity
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
@@ -55,6 +54,7 @@ from mlflow.utils.mlflow_tags import (
 )
 from torch import nn
 
+from segloss import processes
 from segloss.errors import SeglossError
 
 T = TypeVar("T")
@@ -263,24 +263,14 @@ def slurm_job_id() -> str | None:
 
 
 def _process_tags() -> dict[str, str]:
-    me = psutil.Process()
-    tags = {
-        HOST_TAG: socket.gethostname(),
-        PID_TAG: str(me.pid),
-        PID_STARTED_TAG: f"{me.create_time():.2f}",
-    }
+    host, pid, started = processes.identity()
+    tags = {HOST_TAG: host, PID_TAG: str(pid), PID_STARTED_TAG: f"{started:.2f}"}
     if job_id := slurm_job_id():  # in a SLURM job: the SLURM launcher finds its run by it
         tags[SLURM_JOB_TAG] = job_id
     return tags
 
 
-def _process_alive(pid: int, started: float | None) -> bool:
-    """Is the process ``pid`` (started at ``started``, seconds since the epoch) still there?"""
-    try:
-        process = psutil.Process(pid)
-        return started is None or abs(process.create_time() - started) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
+_process_alive = processes.alive
 
 
 def run_is_live(uri: str, run_id: str) -> bool:
@@ -562,25 +552,8 @@ def sigterm_as_interrupt(signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterat
             signal.signal(signum, old)
 
 
-def watch_process(pid: int, started: float | None, interval: float = 1.0) -> threading.Thread:
-    """A daemon thread that sends SIGTERM to this process once process ``pid`` (started at
-    ``started``) is gone: a sweep job whose launching process died ends its run KILLED
-    instead of training on, orphaned."""
-
-    def watch() -> None:
-        while _process_alive(pid, started):
-            time.sleep(interval)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    thread = threading.Thread(target=watch, name=f"watch-{pid}", daemon=True)
-    thread.start()
-    return thread
-
-
-def process_identity() -> tuple[str, int, float]:
-    """This process's host, PID and start time (as the run tags record them)."""
-    tags = _process_tags()
-    return tags[HOST_TAG], int(tags[PID_TAG]), float(tags[PID_STARTED_TAG])
+watch_process = processes.watch
+process_identity = processes.identity
 
 
 @dataclass

@@ -11,12 +11,7 @@ best validation Dice, format in docs/architecture.md) and ``history.csv``.
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import functools
-import hashlib
-import importlib.util
-import json
 import logging
 import math
 import os
@@ -39,6 +34,17 @@ from tqdm import tqdm
 from segloss import tracking
 from segloss.data.prepared import fold_splits, load_meta, load_split
 from segloss.errors import ConfigError, SeglossError
+from segloss.fingerprint import (  # noqa: F401  (re-exported: the training API)
+    NOT_FINGERPRINTED,
+    STAMP,
+    code_modules,
+    code_version,
+    fingerprint,
+    fingerprint_hash,
+    fold_of,
+    output_dir,
+    write_stamp,
+)
 from segloss.io import atomic_path, write_csv
 from segloss.losses import build_loss
 from segloss.metrics import confusion_counts, per_patient
@@ -203,19 +209,6 @@ def preflight(cfg: Mapping[str, Any]) -> dict:
         fold_splits(meta, fold_of(cfg))
     tracking.prepare(cfg["tracking"]["uri"], cfg["tracking"]["experiment"])
     return meta
-
-
-def fold_of(cfg: Mapping[str, Any]) -> int | None:
-    """``cv.fold`` (None without cross-validation)."""
-    fold = (cfg.get("cv") or {}).get("fold")
-    return None if fold is None else int(fold)
-
-
-def output_dir(cfg: Mapping[str, Any]) -> Path:
-    """``<paths.models>/<loss>/seed<k>``, and ``/fold<f>`` with cross-validation."""
-    out = Path(cfg["paths"]["models"]) / cfg["loss"]["name"] / f"seed{cfg['seed']}"
-    fold = fold_of(cfg)
-    return out if fold is None else out / f"fold{fold}"
 
 
 def seed_everything(seed: int) -> None:
@@ -446,63 +439,6 @@ def _fit(
     return history, best_state, best_epoch, best_dice
 
 
-# Config keys that do not change the trained weights: left out of the fingerprint, so logging
-# elsewhere or evaluating differently reuses a model. (``data`` is covered by the data hash.)
-NOT_FINGERPRINTED = ("tracking", "paths", "eval", "report", "data", "tune", "print_config")
-
-
-def code_modules(root: str = "segloss.training") -> list[str]:
-    """``root`` and every ``segloss`` module it imports, transitively, read from the source
-    with :mod:`ast` (only parent packages get imported, to locate files)."""
-    seen: set[str] = set()
-    todo = [root]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ModuleNotFoundError, ValueError):  # ``from segloss.x import function``
-            continue
-        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-            continue
-        seen.add(name)
-        tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names if a.name.split(".")[0] == "segloss"]
-            elif (
-                isinstance(node, ast.ImportFrom)
-                and node.level == 0
-                and (node.module or "").split(".")[0] == "segloss"
-            ):
-                todo.append(node.module)
-                todo += [f"{node.module}.{a.name}" for a in node.names]  # submodules
-    return sorted(seen)
-
-
-@functools.cache
-def code_version() -> str:
-    """SHA-256 (16 hex digits) of the source of every module that training runs."""
-    digest = hashlib.sha256()
-    for name in code_modules():
-        digest.update(name.encode())
-        digest.update(Path(importlib.util.find_spec(name).origin).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def fingerprint(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
-    """What a trained model depends on: the resolved config (less :data:`NOT_FINGERPRINTED`
-    and ``train.reuse``), the prepared data's hash and the training code's version."""
-    config = {k: v for k, v in cfg.items() if k not in NOT_FINGERPRINTED}
-    config["train"] = {k: v for k, v in config["train"].items() if k != "reuse"}
-    return {"config": config, "data_hash": meta.get("data_hash"), "code_version": code_version()}
-
-
-def fingerprint_hash(fp: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def reusable(out: Path, fp_hash: str) -> dict[str, Any] | None:
     """The summary of ``out/model.pt`` if it was trained from the same fingerprint, else None.
 
@@ -533,8 +469,9 @@ def reusable(out: Path, fp_hash: str) -> dict[str, Any] | None:
 
 
 def remove_outputs(out: Path) -> None:
-    """Delete a (loss, seed)'s ``model.pt`` and ``history.csv`` (and the folder if empty)."""
-    for name in ("model.pt", "history.csv"):
+    """Delete a (loss, seed)'s ``model.pt``, ``history.csv`` and ``fingerprint.json`` (and the
+    folder if empty)."""
+    for name in ("model.pt", "history.csv", STAMP):
         (out / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         out.rmdir()
@@ -560,6 +497,8 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
     fp_hash = fingerprint_hash(fp)
     if t.get("reuse", True) and (summary := reusable(out, fp_hash)):
         log.info("%s: %s is up to date (same config, data and code); reused", label, out)
+        if not (out / STAMP).is_file():  # next time decided without loading the model
+            write_stamp(out, fp_hash, {k: v for k, v in summary.items() if k != "reused"})
         return summary
     if t["num_threads"]:
         torch.set_num_threads(int(t["num_threads"]))
@@ -648,7 +587,7 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
         "%s: best val Dice %.4f at epoch %d, %.1f s -> %s",
         label, best_dice, best_epoch, seconds, out / "model.pt",
     )  # fmt: skip
-    return {
+    summary = {
         "loss": loss_name,
         "seed": seed,
         "fold": fold,
@@ -659,3 +598,6 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
         "model_path": str(out / "model.pt"),
         "mlflow_run_id": run.run_id,
     }
+    # after model.pt: a stamp without its model, or beside another one, is never believed
+    write_stamp(out, fp_hash, {k: v for k, v in summary.items() if k != "seconds"})
+    return summary

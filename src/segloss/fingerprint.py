@@ -1,0 +1,140 @@
+"""What a trained model depends on, and whether a model on disk is still up to date.
+
+Ground floor (no torch, no mlflow): the train stage's jobs call :func:`quick_reuse` before
+importing the training code, so a rerun that changes no model costs a Hydra start-up per
+worker, not a torch and MLflow import per job.
+
+A model's fingerprint: the resolved config less :data:`NOT_FINGERPRINTED` and
+``train.reuse``, the prepared data's hash (``meta.json``) and the training code's version
+(:func:`code_version`: the source of every module :mod:`segloss.training` imports). Beside
+``model.pt`` the train stage writes ``fingerprint.json`` (the fingerprint's hash, the
+SHA-256 of that ``model.pt`` and the run summary); the model's checkpoint holds the
+fingerprint itself, which decides when the stamp is missing or stale.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.util
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# Config keys that do not change the trained weights: left out of the fingerprint, so logging
+# elsewhere or evaluating differently reuses a model (``data``: covered by the data hash).
+NOT_FINGERPRINTED = ("tracking", "paths", "eval", "report", "data", "tune", "print_config")
+STAMP = "fingerprint.json"
+
+
+def code_modules(root: str = "segloss.training") -> list[str]:
+    """``root`` and every ``segloss`` module it imports, transitively, read from the source
+    with :mod:`ast` (only parent packages get imported, to locate files)."""
+    seen: set[str] = set()
+    todo = [root]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ModuleNotFoundError, ValueError):  # ``from segloss.x import function``
+            continue
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        seen.add(name)
+        tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.split(".")[0] == "segloss"]
+            elif (
+                isinstance(node, ast.ImportFrom)
+                and node.level == 0
+                and (node.module or "").split(".")[0] == "segloss"
+            ):
+                todo.append(node.module)
+                todo += [f"{node.module}.{a.name}" for a in node.names]  # submodules
+    return sorted(seen)
+
+
+@functools.cache
+def code_version() -> str:
+    """SHA-256 (16 hex digits) of the source of every module that training runs."""
+    digest = hashlib.sha256()
+    for name in code_modules():
+        digest.update(name.encode())
+        digest.update(Path(importlib.util.find_spec(name).origin).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved config (less :data:`NOT_FINGERPRINTED` and ``train.reuse``), the prepared
+    data's hash and the training code's version."""
+    config = {k: v for k, v in cfg.items() if k not in NOT_FINGERPRINTED}
+    config["train"] = {k: v for k, v in config["train"].items() if k != "reuse"}
+    return {"config": config, "data_hash": meta.get("data_hash"), "code_version": code_version()}
+
+
+def fingerprint_hash(fp: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fold_of(cfg: Mapping[str, Any]) -> int | None:
+    """``cv.fold`` (None without cross-validation)."""
+    fold = (cfg.get("cv") or {}).get("fold")
+    return None if fold is None else int(fold)
+
+
+def output_dir(cfg: Mapping[str, Any]) -> Path:
+    """``<paths.models>/<loss>/seed<k>``, and ``/fold<f>`` with cross-validation."""
+    out = Path(cfg["paths"]["models"]) / cfg["loss"]["name"] / f"seed{cfg['seed']}"
+    fold = fold_of(cfg)
+    return out if fold is None else out / f"fold{fold}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_stamp(out: Path, fp_hash: str, summary: Mapping[str, Any]) -> None:
+    """Write ``out/fingerprint.json`` for the ``model.pt`` now in ``out`` (atomically)."""
+    from segloss.io import write_json
+
+    model = out / "model.pt"
+    stamp = {"fingerprint_hash": fp_hash, "model_sha256": _sha256(model), "summary": summary}
+    write_json(stamp, out / STAMP)
+
+
+def quick_reuse(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The summary of an up-to-date model for ``cfg``, decided from ``fingerprint.json`` and
+    ``meta.json`` alone; None when that cannot tell (the training code then checks the
+    checkpoint itself, or trains). ``model.pt`` must hash to what the stamp recorded, so a
+    stamp left beside another model is never believed."""
+    if not cfg["train"].get("reuse", True):
+        return None
+    out = output_dir(cfg)
+    try:
+        meta = json.loads((Path(cfg["paths"]["prepared"]) / "meta.json").read_text())
+        stamp = json.loads((out / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(stamp, dict):
+        return None
+    model, history = out / "model.pt", out / "history.csv"
+    if not (model.is_file() and history.is_file()):
+        return None
+    if stamp.get("fingerprint_hash") != fingerprint_hash(fingerprint(cfg, meta)):
+        return None
+    if stamp.get("model_sha256") != _sha256(model):
+        return None
+    return {**stamp.get("summary", {}), "model_path": str(model), "seconds": 0.0, "reused": True}
+
+
+def remove_stamp(out: Path) -> None:
+    (out / STAMP).unlink(missing_ok=True)
