@@ -17,6 +17,7 @@ Plugins must live in the ``hydra_plugins`` namespace; imports of segloss and sub
 deferred so that discovering plugins stays fast for every entry point.
 """
 
+import contextlib
 import logging
 import shutil
 import sys
@@ -34,6 +35,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
+CANCEL_WAIT_S = 120  # at most this long for cancelled jobs to end (SLURM's KillWait: 30 s)
 
 
 @dataclass
@@ -76,6 +78,11 @@ class SeglossSlurmLauncher(SlurmLauncher):
             log.warning("interrupted: cancelling the sweep's SLURM jobs that have not ended")
             for job in jobs:
                 job.cancel(check=False)
+            # Let the jobs end their own runs (SLURM sends SIGTERM, then SIGKILL after its
+            # KillWait) before the sweep ends the parent and any run still RUNNING: two
+            # processes ending one run at once collide in the store. Another signal: go now.
+            with contextlib.suppress(KeyboardInterrupt):
+                self._wait(jobs, timeout_s=CANCEL_WAIT_S)
             raise
         results = [self._result(job, o) for job, o in zip(jobs, overrides, strict=True)]
         failed = [r for r in results if r.status == JobStatus.FAILED]
@@ -124,12 +131,14 @@ class SeglossSlurmLauncher(SlurmLauncher):
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             _exit_with_error(f"SLURM refused the sweep's jobs: {lines[-1] if lines else exc}")
 
-    def _wait(self, jobs: list) -> None:
+    def _wait(self, jobs: list, timeout_s: float | None = None) -> None:
+        """Until every job has ended (or ``timeout_s`` has passed)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         waiting = list(jobs)
-        while waiting:
+        while waiting and (deadline is None or time.monotonic() < deadline):
             waiting = [job for job in waiting if not _ended(job)]
             if waiting:
-                time.sleep(self.poll_s)
+                time.sleep(min(self.poll_s, 1.0) if deadline else self.poll_s)
 
     def _result(self, job: Any, overrides: list[str]) -> JobReturn:
         from submitit.core.utils import FailedJobError, UncompletedJobError
