@@ -30,6 +30,7 @@ from segloss.data.preparation import normalise, resize
 from segloss.data.prepared import SPLITS, PreparedSplit, write_prepared
 from segloss.losses import build_loss
 from segloss.models import build_model
+from segloss.training import autocast
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +66,7 @@ FULL = Sizes(
     slices_per_patient=20,
     image_sizes=(64, 256),
     train_slices={64: 256, 256: 32},
-    loop_epochs=3,
+    loop_epochs=4,  # the first is warm-up: 3 timed epochs, as many model-only repeats
     eval_slices=4,
     warmup_steps=2,
     steps={64: 16, 256: 2},
@@ -131,14 +132,18 @@ def median_rate(
 
 
 def optimizer_step(cfg: dict) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """The training step without the loop: the config's model, loss and AdamW settings."""
+    """The training step without the loop: the config's model, loss, precision and AdamW."""
     model = build_model(cfg["model"]).train()
     loss_fn = build_loss(cfg["loss"])
     t = cfg["train"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
 
+    precision = t.get("precision", "fp32")
+
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        loss = loss_fn(model(x), y)
+        with autocast(x.device, precision):  # as the loop: the forward pass only
+            logits = model(x)
+        loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,4 +1,4 @@
-"""Training throughput: segloss's own loop against the model-only limit.
+"""Training throughput: segloss's own loop against the model-only limit, measured alike.
 
 * ``loop``: :func:`segloss.training.train` itself (config from conf/, augmentation on, the
   MLflow run logged to a temporary SQLite store; only ``log_model`` is off) on a prepared
@@ -7,10 +7,15 @@
   an epoch's time includes its validation pass, so the val split is kept to a few slices.
   What the run spends outside its epochs (data load, model build, MLflow run, checkpoint)
   is reported as ``run_overhead_s``.
-* ``model_only``: the same model, loss, batch size, threads and AdamW step on one random
-  batch already in memory as model input.
+* ``model_only``: the same model, loss, batch size, threads, precision and AdamW step on one
+  random batch already in memory as model input, timed the way the loop is: one epoch's
+  number of steps per repeat, one such epoch as warm-up, the median of as many repeats as the
+  loop has timed epochs (>= 3 in ``make bench``).
 
-``loop_efficiency = loop / model_only`` (goal >= 0.95).
+``loop_efficiency = loop / model_only`` (goal >= 0.95). The loop does strictly more work than
+the model-only step, so a ratio above ``SUSPECT_ABOVE`` (1.03) means the baseline was measured
+wrong (or the machine was busy): the result then says ``baseline_suspect: true``.
+``bf16_speedup``: model-only images/s with ``train.precision=bf16`` over fp32.
 """
 
 from __future__ import annotations
@@ -62,11 +67,21 @@ def loop(bench: Bench, size: int) -> dict[str, Any]:
     }
 
 
-def model_only(bench: Bench, size: int) -> dict[str, Any]:
-    """Optimizer steps on one random batch of model input: the limit for the loop."""
-    cfg = bench.config()
+SUSPECT_ABOVE = 1.03
+
+
+def model_only(
+    bench: Bench, size: int, steps: int, repeats: int, precision: str = "fp32"
+) -> dict[str, Any]:
+    """Optimizer steps on one random batch of model input: the limit for the loop.
+
+    ``steps`` per repeat and one warm-up of ``steps`` (the loop's epoch and its first,
+    untimed epoch), the median of ``repeats``; the loop's thread count and precision.
+    """
+    cfg = bench.config([f"train.precision={precision}"])
     batch = cfg["train"]["batch_size"]
     seed_everything(0)  # the loop's global torch settings (deterministic algorithms)
+    torch.set_num_threads(bench.threads)
     step = optimizer_step(cfg)
     generator = torch.Generator().manual_seed(0)
     x = preprocess(torch.randint(0, 256, (batch, size, size, 3), generator=generator).byte())
@@ -76,16 +91,23 @@ def model_only(bench: Bench, size: int) -> dict[str, Any]:
         for _ in range(n):
             step(x, y)
 
-    sizes = bench.sizes
-    result = median_rate(run_steps, batch, sizes.steps[size], sizes.warmup_steps, sizes.repeats)
-    return {"image_size": size, "batch_size": batch, **result}
+    result = median_rate(run_steps, batch, steps, steps, repeats)
+    return {"image_size": size, "batch_size": batch, "precision": precision, **result}
 
 
 def run(bench: Bench, loop_result: dict[str, Any]) -> dict[str, Any]:
-    """Model-only at the loop's image size; the loop's result is measured by the caller."""
-    limit = model_only(bench, loop_result["image_size"])
+    """Model-only at the loop's image size, steps and repeats; bf16 against fp32."""
+    batch = loop_result["batch_size"]
+    steps = loop_result["train_slices"] // batch
+    repeats = max(1, len(loop_result["epoch_seconds"]) - 1)
+    limit = model_only(bench, loop_result["image_size"], steps, repeats)
+    bf16 = model_only(bench, loop_result["image_size"], steps, repeats, precision="bf16")
+    efficiency = loop_result["images_per_s"] / limit["images_per_s"]
     return {
         "loop": loop_result,
         "model_only": limit,
-        "loop_efficiency": loop_result["images_per_s"] / limit["images_per_s"],
+        "model_only_bf16": bf16,
+        "loop_efficiency": efficiency,
+        "baseline_suspect": efficiency > SUSPECT_ABOVE,
+        "bf16_speedup": bf16["images_per_s"] / limit["images_per_s"],
     }
