@@ -96,3 +96,18 @@ def test_bf16_trains_a_usable_model(repo_root, tiny_prepared, tmp_path):
     # bf16 really changed the arithmetic (same seed, same data): the losses differ a little
     diff = (histories["bf16"]["train_loss"] - histories["fp32"]["train_loss"]).abs()
     assert 0 < diff.max() < 0.1
+
+
+def test_debug_experiment_is_small_and_writes_only_under_outputs_debug(repo_root, monkeypatch):
+    monkeypatch.setenv("TMPDIR", "/some/tmp")
+    cfg = _cfg(repo_root, "experiment=debug")
+    assert cfg["data"]["n_patients"] == 4 and cfg["train"]["epochs"] == 1
+    assert cfg["data"]["image_size"] == 32
+    assert cfg["tracking"]["uri"] == "sqlite:////some/tmp/segloss_debug.db"
+    written = [cfg["data"]["root"], *cfg["paths"].values()]
+    assert all(path.startswith("outputs/debug/") for path in written), written
+
+
+def test_tracking_none_composes_to_no_store(repo_root):
+    tracking = _cfg(repo_root, "tracking=none")["tracking"]
+    assert tracking["uri"] is None and tracking["log_model"] is False
