@@ -106,7 +106,7 @@ def test_run_has_datasets_splits_system_metrics_and_source(trained, tiny_prepare
     assert '"num_rows": 18' in inputs["training"].profile  # 3 patients x 6 slices
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="splits.csv")
     splits = pd.read_csv(local)
-    for context, split in (("training", "train"), ("validation", "val")):
+    for context, split in (("training", "train"), ("validation", "val"), ("testing", "test")):
         patients = splits.loc[splits["split"] == context, "patient"]
         assert sorted(patients) == sorted(meta["splits"][split])
     system = {k for k in run.data.metrics if k.startswith("system/")}

@@ -534,12 +534,12 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
             system_metrics_interval=cfg["tracking"].get("system_metrics_interval"),
         ) as run:
             fold_id = (cfg.get("cv") or {}).get("fold")
-            datasets = [
+            splits = [
                 split_dataset(cfg["paths"]["prepared"], meta, split, patients, fold_id)
                 for split, patients in split_patients(cfg, meta).items()
-                if split in ("train", "val")
             ]
-            run.log_datasets(datasets)
+            # the run's inputs: what it trains and validates on (evaluation adds the test set)
+            run.log_datasets([d for d in splits if d.context in ("training", "validation")])
             history, best_state, best_epoch, best_dice = _fit(
                 model, loss_fn, data, t, generator, run, label
             )
@@ -566,7 +566,7 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
                 config_path = Path(tmp) / "config.yaml"
                 config_path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
                 splits_path = Path(tmp) / "splits.csv"
-                splits_table(datasets).to_csv(splits_path, index=False)
+                splits_table(splits).to_csv(splits_path, index=False)
                 run.log_artifacts([config_path, splits_path, out / "history.csv"])
             if cfg["tracking"]["log_model"]:
                 model.load_state_dict(best_state)
