@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import importlib.util
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,24 +28,30 @@ NOT_FINGERPRINTED = ("tracking", "paths", "eval", "report", "data", "tune", "pri
 STAMP = "fingerprint.json"
 
 
+def _source(name: str) -> Path | None:
+    """The file of module ``segloss.<...>`` found on disk (``a/b.py`` or ``a/b/__init__.py``),
+    without importing anything (``find_spec("segloss.models.x")`` would import torch)."""
+    root = Path(__file__).resolve().parent  # the segloss package
+    parts = name.split(".")[1:]
+    for path in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
+        if parts and path.is_file():
+            return path
+    return root / "__init__.py" if not parts else None
+
+
 def code_modules(root: str = "segloss.training") -> list[str]:
     """``root`` and every ``segloss`` module it imports, transitively, read from the source
-    with :mod:`ast` (only parent packages get imported, to locate files)."""
+    with :mod:`ast` (nothing is imported)."""
     seen: set[str] = set()
     todo = [root]
     while todo:
         name = todo.pop()
-        if name in seen:
-            continue
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ModuleNotFoundError, ValueError):  # ``from segloss.x import function``
-            continue
-        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        if name in seen or (path := _source(name)) is None:
             continue
         seen.add(name)
-        tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
-        for node in ast.walk(tree):
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # packages run first
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 todo += [a.name for a in node.names if a.name.split(".")[0] == "segloss"]
             elif (
@@ -65,7 +70,7 @@ def code_version() -> str:
     digest = hashlib.sha256()
     for name in code_modules():
         digest.update(name.encode())
-        digest.update(Path(importlib.util.find_spec(name).origin).read_bytes())
+        digest.update(_source(name).read_bytes())
     return digest.hexdigest()[:16]
 
 
