@@ -127,6 +127,18 @@ def test_parent_holds_sweep_definition_report_and_verdict(reported):
     assert run.data.tags["mlflow.source.name"] == "pipelines/train.py"
 
 
+def test_overhead_outside_model_steps_is_read_from_the_sweep(reported, repo_root):
+    sys.path.insert(0, str(repo_root / "benchmarks"))
+    try:
+        from overhead import overhead
+    finally:
+        sys.path.remove(str(repo_root / "benchmarks"))
+    result = overhead(reported["uri"], reported["parent"].info.run_id, workers=1)
+    assert result["runs"] == len(LOSSES) and result["step_seconds"] > 0
+    # one job at a time: the runs fit in the sweep's wall time, so the stage share is larger
+    assert 0 < result["per_run"] <= result["stage"] < 1
+
+
 # --- in a real browser -------------------------------------------------------------------
 
 

@@ -138,3 +138,13 @@ def test_tracking_none_trains_without_mlflow(repo_root, tiny_prepared, tmp_path)
     assert not (tmp_path / "sweep" / "mlflow_parent_run_id").exists()
     # the composed config printed as a tree at start (rich)
     assert "── tracking" in proc.stdout and "uri: null" in proc.stdout
+
+
+def test_run_logs_the_time_spent_in_model_steps(trained):
+    summary, _, uri = trained
+    from segloss import tracking
+
+    steps = tracking.metric_history(uri, summary["mlflow_run_id"], "step_seconds")
+    epochs = tracking.metric_history(uri, summary["mlflow_run_id"], "seconds")
+    assert len(steps) == len(epochs) == 2
+    assert all(0 < step < epoch for step, epoch in zip(steps, epochs, strict=True))

@@ -662,3 +662,15 @@ def tracked_run(
         raise
     finally:
         end_run(uri, run_id, status, reason=reason)
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[float]:
+    """Every value of a run's metric ``key``, in step order (empty if never logged)."""
+    history = _retry_locked(_client(uri).get_metric_history, run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+
+
+def run_seconds(uri: str, run_id: str) -> float | None:
+    """A run's wall time, start to end, in seconds (None while it is running)."""
+    info = _retry_locked(_client(uri).get_run, run_id).info
+    return None if info.end_time is None else (info.end_time - info.start_time) / 1000
