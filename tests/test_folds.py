@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from segloss.data import kaggle
 from segloss.data.folds import assign_folds, check_cv, fold_roles, sweep_values
@@ -208,3 +209,60 @@ def test_real_patients_each_tested_once_at_native_size(real_three, tmp_path):
     assert sorted(tested) == sorted(p.name for p in (real_three / "kaggle_3m").iterdir())
     native = load_native(prepared, "test", fold=0)
     assert native.shape[1:] == (256, 256)
+
+
+def test_each_fold_trains_and_evaluation_pools_out_of_fold(tmp_path, repo_root):
+    """Two folds of six blob patients: a model per fold, its own folder, a fold tag and param
+    in MLflow, and evaluation scoring every patient once, by its own fold's model."""
+    import mlflow
+    import pandas as pd
+    from conftest import make_blob_split
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from segloss.data.prepared import write_prepared
+    from segloss.evaluation import evaluate
+    from segloss.training import train
+
+    patients = [f"P{i}" for i in range(6)]
+    pool = make_blob_split(np.random.default_rng(0), patients, 4, 32)
+    burden = {p: float(pool.masks[pool.patients == p].mean()) for p in patients}
+    meta = {"source": "blobs", "cv": {"folds": 2}, "folds": fold_roles(burden, 2, 0, 0.25)}
+    prepared = write_prepared(tmp_path / "prepared", {"all": pool}, meta)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for fold in (0, 1):
+        overrides = [
+            f"paths.prepared={prepared}",
+            f"paths.models={tmp_path / 'models'}",
+            f"tracking.uri={uri}",
+            "tracking.log_model=false",
+            "train.epochs=1",
+            "train.num_threads=1",
+            "cv.folds=2",
+            f"cv.fold={fold}",
+        ]
+        with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
+            cfg = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+        summary = train(cfg)
+        assert summary["fold"] == fold
+        assert summary["model_path"] == str(
+            tmp_path / "models/bce_dice/seed0" / f"fold{fold}/model.pt"
+        )
+        run = mlflow.MlflowClient(uri).get_run(summary["mlflow_run_id"])
+        assert run.data.tags["fold"] == str(fold) and run.data.params["cv.fold"] == str(fold)
+        state = torch.load(summary["model_path"], weights_only=False)
+        assert state["data"]["fold"] == fold
+        assert state["data"]["splits"] == load_meta(prepared)["folds"][fold]
+    cfg = {"threshold": 0.5, "batch_size": 8, "num_threads": 1}
+    out = evaluate(
+        prepared, tmp_path / "models", tmp_path / "pred", tmp_path / "m", tmp_path / "p", cfg
+    )
+    per_patient = pd.read_csv(out["per_patient"])
+    assert sorted(per_patient["patient"]) == patients  # each patient once, out of fold
+    folds = load_meta(prepared)["folds"]
+    for _, row in per_patient.iterrows():
+        assert row["patient"] in folds[row["fold"]]["test"]
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [
+        "bce_dice_seed0_fold0.npz",
+        "bce_dice_seed0_fold1.npz",
+    ]
