@@ -125,10 +125,12 @@ def test_summary_and_side_tables(evaluated):
     assert (calibration.groupby(["loss", "seed"])["count"].sum() == 3 * 6 * 32 * 32).all()
     curves = pd.read_csv(paths["learning_curves"])
     assert list(curves.columns[:4]) == ["loss", "seed", "fold", "epoch"] and len(curves) == 4
-    assert sorted(p.name for p in (paths["plots"] / "learning_curves").iterdir()) == [
-        "bce.csv",
-        "bce_dice.csv",
+    assert sorted(p.name for p in paths["plots"].iterdir()) == [
+        "learning_curves.csv",
+        "reliability.csv",
     ]
+    plotted = pd.read_csv(paths["plots"] / "learning_curves.csv")
+    assert sorted(plotted["loss"].unique()) == ["bce", "bce_dice"]
 
 
 def test_calibration_of_a_calibrated_predictor_is_near_zero():
