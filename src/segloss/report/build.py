@@ -110,6 +110,13 @@ def build_report(
     losses = data.losses
     meta = load_meta(prepared_dir)
     test, native = load_tested(prepared_dir)  # every tested slice; masks at source size
+    evaluated = np.isin(test.patients, data.per_image["patient"].astype(str).unique())
+    if not evaluated.all():  # some folds not evaluated (yet): report the evaluated patients
+        keep = np.flatnonzero(evaluated)
+        test = PreparedSplit(
+            np.asarray(test.images[keep]), test.masks[keep], test.patients[keep], test.slices[keep]
+        )
+        native = native[keep]
     dpi = int(settings.get("dpi", 110))
     fixed = float(data.per_model["threshold"].iloc[0])
 
@@ -131,7 +138,9 @@ def build_report(
     bins = pool_calibration(data.calibration)
     ece = data.per_model.groupby("loss")["ece"].mean()
     predictions, shown = _load_predictions(Path(predictions_dir), data.per_model, test)
-    rows = tables.overlay_slices(prepared_dir, int(settings["overlay_count"]))
+    rows = tables.overlay_slices(
+        prepared_dir, int(settings["overlay_count"]), np.unique(test.patients)
+    )
     wanted = pd.MultiIndex.from_arrays([test.patients, test.slices])
     slice_dice = {
         title: data.per_image.query("loss == @loss and seed == @seed")

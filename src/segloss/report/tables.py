@@ -189,11 +189,18 @@ def threshold_table(per_model: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def overlay_slices(prepared_dir: str | os.PathLike, count: int) -> list[int]:
+def overlay_slices(
+    prepared_dir: str | os.PathLike, count: int, patients: np.ndarray | None = None
+) -> list[int]:
     """Rows of the test split to show: the smallest tumour, a tumour-free slice, then the
-    largest and evenly spaced tumour sizes in between, up to ``count`` (at least two)."""
+    largest and evenly spaced tumour sizes in between, up to ``count`` (at least two).
+
+    ``patients``: only these (rows then count within them, in the arrays' order)."""
     # the test split, or with cross-validation the pool (every patient is tested once)
     test = load_manifest(prepared_dir).query("split in ('test', 'all')").sort_values("index")
+    if patients is not None:
+        test = test[test["patient"].isin(patients)]
+        test = test.assign(index=np.arange(len(test)))
     tumour = test[test["tumour_pixels"] > 0].sort_values(["tumour_pixels", "index"])
     empty = test[test["tumour_pixels"] == 0]
     chosen: list[int] = []
