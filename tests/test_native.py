@@ -74,24 +74,29 @@ def _border(mask: np.ndarray) -> np.ndarray:
 
 
 def _direct_volume(pred, target, spacing, tolerance):
-    """Brute force: every border point's distance to the other mask's border in its slice
-    (the image diagonal where that slice has none), pooled over the slices."""
-    h, w = pred.shape[1:]
-    diagonal = np.hypot(h * spacing[0], w * spacing[1])
-    d_pt, d_tp = [], []
-    for p, t in zip(pred, target, strict=True):
-        bp, bt = np.argwhere(_border(p)) * spacing, np.argwhere(_border(t)) * spacing
-        for src, dst, out in ((bp, bt, d_pt), (bt, bp, d_tp)):
-            for point in src:
-                out.append(np.min(np.hypot(*(dst - point).T)) if len(dst) else diagonal)
-    d_pt, d_tp = np.array(d_pt), np.array(d_tp)
+    """Brute force: every border point's distance to the other mask's border in its slice, or,
+    where the other mask is empty on that slice, in the nearest slice(s) that have it (the
+    smaller on a tie), pooled over the slices."""
+    borders = {"p": [np.argwhere(_border(m)) * spacing for m in pred]}
+    borders["t"] = [np.argwhere(_border(m)) * spacing for m in target]
+
+    d = {"p": [], "t": []}
+    for src, dst in (("p", "t"), ("t", "p")):
+        present = [j for j, b in enumerate(borders[dst]) if len(b)]
+        for i, points in enumerate(borders[src]):
+            gap = min(abs(j - i) for j in present)
+            partners = [borders[dst][j] for j in present if abs(j - i) == gap]
+            for point in points:
+                d[src].append(min(np.min(np.hypot(*(b - point).T)) for b in partners))
+    d_pt, d_tp = np.array(d["p"]), np.array(d["t"])
     hd95 = max(np.percentile(d_pt, 95), np.percentile(d_tp, 95))
     nsd = ((d_pt <= tolerance).sum() + (d_tp <= tolerance).sum()) / (len(d_pt) + len(d_tp))
     return hd95, nsd
 
 
 def _stack(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Three slices: overlapping shifted discs, a false-positive-only slice, an empty one."""
+    """Overlapping shifted discs, a partly found disc, a false-positive-only slice (its nearest
+    tumour slice is slice 1), an empty slice."""
     yy, xx = np.mgrid[:24, :24]
     target = np.zeros((4, 24, 24), bool)
     pred = np.zeros((4, 24, 24), bool)

@@ -9,10 +9,12 @@
 * :func:`per_patient_surface`: a patient's HD95 and NSD from the border points of all its
   slices together. Each slice's border is computed in 2-D (kaggle_3m does not give the slice
   spacing, so no 3-D distance exists); the distances of all slices are pooled before the 95th
-  percentile and the tolerance count. A border point whose slice has no border in the other
-  mask (a false-positive or missed slice) counts at the image diagonal, the worst in-plane
-  distance, and outside the tolerance. A patient with both volumes empty scores HD95 0 and
-  NSD 1; exactly one empty: the diagonal and 0 (as ``metrics.per_image`` does per slice).
+  percentile and the tolerance count. A border point on a slice where the other mask is empty
+  (a false-positive slice, or a missed one) takes its in-plane distance to the other mask's
+  border on the nearest slice that has one (by slice order; the smaller distance on a tie):
+  with the slice gap unknown this is a lower bound of its 3-D distance. A patient with both
+  volumes empty scores HD95 0 and NSD 1; exactly one empty: the image diagonal and 0 (as
+  ``metrics.per_image`` does per slice).
 """
 
 from __future__ import annotations
@@ -70,8 +72,23 @@ def native_probabilities(probabilities: np.ndarray, size: Sequence[int]) -> np.n
     return up[:, 0].numpy()
 
 
-def _border_count(mask: np.ndarray) -> int:
-    return int(np.count_nonzero(mask & ~ndimage.binary_erosion(mask)))
+def _border(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def _to_nearest_slice(
+    source: np.ndarray, other: np.ndarray, other_any: np.ndarray, i: int, spacing: tuple
+) -> np.ndarray:
+    """Distances from slice ``i``'s border points of ``source`` to the border of ``other`` on
+    the nearest slice(s) where ``other`` is not empty (in-plane; the minimum over a tie)."""
+    present = np.flatnonzero(other_any)
+    gap = np.abs(present - i)
+    points = _border(source[i])
+    best = None
+    for j in present[gap == gap.min()]:
+        d = ndimage.distance_transform_edt(~_border(other[j]), sampling=spacing)[points]
+        best = d if best is None else np.minimum(best, d)
+    return best
 
 
 def volume_surface(
@@ -90,9 +107,10 @@ def volume_surface(
     for i in np.flatnonzero(p_any | t_any):
         if p_any[i] and t_any[i]:
             d_pt, d_tp = _surface_distances(pred[i], target[i], spacing)
-        else:  # one mask empty on this slice: its border points have no partner in-plane
-            d_pt = np.full(_border_count(pred[i]) if p_any[i] else 0, diagonal)
-            d_tp = np.full(_border_count(target[i]) if t_any[i] else 0, diagonal)
+        elif p_any[i]:  # target empty here: to the target's border on the nearest slice
+            d_pt, d_tp = _to_nearest_slice(pred, target, t_any, i, spacing), np.empty(0)
+        else:  # prediction empty here (a missed slice): to the nearest predicted border
+            d_pt, d_tp = np.empty(0), _to_nearest_slice(target, pred, p_any, i, spacing)
         to_t.append(d_pt)
         to_p.append(d_tp)
     d_pt, d_tp = np.concatenate(to_t), np.concatenate(to_p)
