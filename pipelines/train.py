@@ -29,10 +29,22 @@ def _train(cfg: DictConfig) -> dict:
     plain["train"]["num_threads"] = sweep.num_threads(plain["train"]["num_threads"])
     if summary := quick_reuse(plain):  # up to date: no torch or MLflow import in this job
         log.info("%s is up to date (same config, data and code); reused", summary["model_path"])
+        if report := sweep.job_progress():
+            report[1]("reused")
         return summary
     from segloss.training import train  # torch and MLflow: only for a model to train
 
-    return train(plain, parent_run_id=sweep.parent_run_id())
+    report = sweep.job_progress()  # parallel jobs: the sweep's display, not a bar per job
+    if report is None:
+        return train(plain, parent_run_id=sweep.parent_run_id())
+    on_epoch, on_end = report
+    try:
+        summary = train(plain, parent_run_id=sweep.parent_run_id(), progress=on_epoch)
+    except BaseException:
+        on_end("failed")
+        raise
+    on_end("reused" if summary.get("reused") else "done")
+    return summary
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

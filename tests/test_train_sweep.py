@@ -195,3 +195,37 @@ def test_cli_errors_are_one_line_before_any_work(repo_root, tiny_prepared, tmp_p
         "run the prepare stage" in sweep.stderr and "Launching" not in sweep.stdout + sweep.stderr
     )
     assert not (tmp_path / "models").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_parallel_sweep_shows_one_display_and_logs_epochs_per_job(
+    repo_root, tiny_prepared, tmp_path
+):
+    """joblib: no per-job progress bars on the terminal (they interleaved), one sweep-level
+    display (models done of total, elapsed, ETA); each job's epochs go to its own log."""
+    proc = run_train(
+        repo_root,
+        tmp_path,
+        tiny_prepared,
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "loss=bce,dice",
+        "seed=0",
+        "train.epochs=2",
+        "tracking.log_model=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "batch/s" not in out and "s/batch" not in out  # no tqdm bar drawn
+    assert "sweep: 2/2 models done" in out and "ETA" in out
+    for num in ("0", "1"):
+        log = (tmp_path / "sweep" / num / "train.log").read_text()
+        assert "epoch 1/2: loss" in log and "epoch 2/2: loss" in log
+    states = {p.name: p.read_text() for p in (tmp_path / "sweep" / "progress").glob("*.json")}
+    assert set(states) == {"0.json", "1.json"} and all('"done"' in s for s in states.values())
+
+
+def test_single_run_keeps_its_progress_bar(repo_root, tiny_prepared, tmp_path):
+    proc = run_train(repo_root, tmp_path, tiny_prepared, "loss=bce", "tracking.log_model=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "batch/s" in proc.stderr or "s/batch" in proc.stderr

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import re
@@ -30,6 +31,8 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,6 +69,8 @@ tracking = _Lazy()
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 # "<pid>:<start time>:<host>" of the launching process, for jobs in other processes
 LAUNCHER_ENV = "SEGLOSS_SWEEP_LAUNCHER"
+# the folder where parallel jobs report their epochs for the sweep's one display
+PROGRESS_ENV = "SEGLOSS_SWEEP_PROGRESS"
 ENTRY_POINT = "pipelines/train.py"  # the parent run's source (the MLflow UI's Source column)
 _TMP_NAME = re.compile(r"\.tmp-(\d+)-")  # segloss.io.atomic_path's temporary names
 
@@ -148,6 +153,7 @@ class MlflowSweepCallback(Callback):
 
     def __init__(self, prune: bool = False) -> None:
         self.prune = bool(prune)
+        self._progress: SweepProgress | None = None
         self._parent: tuple[str, str] | None = None
         self._signals = contextlib.ExitStack()
 
@@ -215,6 +221,11 @@ class MlflowSweepCallback(Callback):
         _log_sweep_definition(uri, run_id, config)
         host, pid, started = processes.identity()
         os.environ[LAUNCHER_ENV] = f"{pid}:{started}:{host}"
+        if "BasicLauncher" not in str(config.hydra.launcher.get("_target_", "")):
+            # parallel jobs: one display here instead of one progress bar per job
+            self._progress = SweepProgress(sweep_dir / "progress", len(jobs))
+            os.environ[PROGRESS_ENV] = str(self._progress.folder)
+            self._progress.start()
         if self.prune:
             prune_models(jobs)
 
@@ -222,6 +233,9 @@ class MlflowSweepCallback(Callback):
         self._end(completed=True)
 
     def _end(self, completed: bool) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
         self._signals.close()
         if self._parent is None:
             return
@@ -317,3 +331,104 @@ def num_threads(requested: int | None) -> int:
     if "submitit" in target:
         return int(launcher.cpus_per_task or 1)
     return cores
+
+
+def job_progress() -> tuple[Any, Any] | None:
+    """In a job of a parallel sweep: ``(on_epoch, on_end)`` that report this job's epochs and
+    end to the sweep's display (files under ``<sweep dir>/progress/``); None otherwise."""
+    folder = os.environ.get(PROGRESS_ENV)
+    hydra = HydraConfig.get()
+    if not folder or hydra.mode != RunMode.MULTIRUN:
+        return None
+    from segloss.io import write_json
+
+    path = Path(folder) / f"{hydra.job.num}.json"
+    keys = ("loss", "seed", "cv.fold")
+    named = [o for o in hydra.overrides.task if o.split("=")[0] in keys and "=null" not in o]
+    label = " ".join(named) or f"job {hydra.job.num}"
+
+    def on_epoch(epoch: int, epochs: int, row: Mapping[str, float]) -> None:
+        write_json({"job": label, "state": "running", "epoch": epoch, "epochs": epochs}, path)
+
+    def on_end(state: str) -> None:
+        write_json({"job": label, "state": state}, path)
+
+    return on_epoch, on_end
+
+
+class SweepProgress:
+    """One display for a sweep whose jobs run in parallel: models done of total, each running
+    job's epoch, elapsed time and ETA (rich; redrawn every second on a terminal, printed once
+    at the end elsewhere). Jobs report through :func:`job_progress`."""
+
+    def __init__(self, folder: Path, total: int) -> None:
+        self.folder, self.total = folder, total
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def states(self) -> list[dict]:
+        found = []
+        for path in sorted(self.folder.glob("[!.]*.json")):  # not atomic writes' temporaries
+            with contextlib.suppress(OSError, ValueError):
+                found.append(json.loads(path.read_text()))
+        return found
+
+    def render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        states = self.states()
+        done = sum(s.get("state") in ("done", "reused") for s in states)
+        failed = sum(s.get("state") == "failed" for s in states)
+        running = [s for s in states if s.get("state") == "running"]
+        elapsed = time.monotonic() - self._started
+        progress = done + failed + sum(s["epoch"] / max(1, s["epochs"]) for s in running)
+        eta = elapsed * (self.total - progress) / progress if progress else None
+        title = (
+            f"sweep: {done}/{self.total} models done"
+            + (f", {failed} failed" if failed else "")
+            + f", elapsed {_clock(elapsed)}, ETA {_clock(eta) if eta is not None else '?'}"
+        )
+        if not running:
+            return Text(title)
+        table = Table(show_edge=False)
+        table.add_column("running job")
+        table.add_column("epoch", justify="right")
+        for s in running:
+            table.add_row(s["job"], f"{s['epoch']}/{s['epochs']}")
+        return Group(Text(title), table)
+
+    def start(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(stderr=True)
+        self._live = Live(self.render(), console=console, refresh_per_second=1, transient=False)
+        if console.is_terminal:
+            self._live.start()
+
+        def loop() -> None:
+            while not self._stop.wait(1.0):
+                if console.is_terminal:
+                    self._live.update(self.render())
+
+        self._thread = threading.Thread(target=loop, name="sweep-progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._live.is_started:
+            self._live.update(self.render())
+            self._live.stop()
+        else:
+            self._live.console.print(self.render())
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

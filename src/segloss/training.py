@@ -407,9 +407,12 @@ def _fit(
     generator: torch.Generator,
     run: tracking.TrackedRun,
     label: str,
+    progress: Callable[[int, int, Mapping[str, float]], None] | None = None,
 ) -> tuple[list[dict[str, float]], dict[str, torch.Tensor], int, float]:
     """The epoch loop with validation, best-Dice checkpointing and early stopping.
 
+    ``progress(epoch, epochs, row)`` (a sweep's display) is told after every epoch; then the
+    epoch is logged as one line instead of drawing a progress bar.
     Returns the history rows, the best state dict (on the CPU), its epoch and its Dice.
     """
     steps = _train_steps(len(data.x_train), t["batch_size"])
@@ -419,7 +422,8 @@ def _fit(
     best_dice, best_epoch, best_state = -math.inf, 0, {}
     for epoch in range(1, t["epochs"] + 1):
         tic = time.perf_counter()
-        with tqdm(total=steps, desc=f"{label} epoch {epoch}/{t['epochs']}", unit="batch") as bar:
+        desc = f"{label} epoch {epoch}/{t['epochs']}"
+        with tqdm(total=steps, desc=desc, unit="batch", disable=progress is not None) as bar:
             try:
                 timer = {"step_seconds": 0.0}
                 train_loss = _train_epoch(
@@ -443,6 +447,12 @@ def _fit(
         }
         history.append(row)
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        if progress is not None:
+            progress(epoch, t["epochs"], row)
+            log.info(
+                "%s: loss %.4f, val Dice %.4f, %.1f s",
+                desc, train_loss, row["val_dice"], row["seconds"],
+            )  # fmt: skip
         if row["val_dice"] > best_dice:
             best_dice, best_epoch = row["val_dice"], epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -490,7 +500,12 @@ def remove_outputs(out: Path) -> None:
         out.rmdir()
 
 
-def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[str, Any]:
+def train(
+    cfg: Mapping[str, Any],
+    *,
+    parent_run_id: str | None = None,
+    progress: Callable[[int, int, Mapping[str, float]], None] | None = None,
+) -> dict[str, Any]:
     """Train one model for ``cfg["loss"]`` and ``cfg["seed"]``; returns a summary dict.
 
     ``cfg`` is the whole resolved config as plain containers; ``parent_run_id`` nests the
@@ -554,7 +569,7 @@ def train(cfg: Mapping[str, Any], *, parent_run_id: str | None = None) -> dict[s
             # the run's inputs: what it trains and validates on (evaluation adds the test set)
             run.log_datasets([d for d in splits if d.context in ("training", "validation")])
             history, best_state, best_epoch, best_dice = _fit(
-                model, loss_fn, data, t, generator, run, label
+                model, loss_fn, data, t, generator, run, label, progress
             )
             checkpoint = {
                 "state_dict": best_state,
