@@ -56,10 +56,11 @@ def patient_scores(column: str, source: str, tables: Mapping[str, pd.DataFrame])
 
 
 def collapsed_seeds(per_model: pd.DataFrame, threshold: float) -> dict[str, list[int]]:
-    """Per loss, the seeds whose best validation per-patient Dice stayed below ``threshold``."""
+    """Per loss, the seeds whose best validation per-patient Dice stayed below ``threshold``
+    (with cross-validation: in any fold; a seed is listed once)."""
     low = per_model[per_model["best_val_dice"] < threshold]
     return {
-        loss: sorted(int(s) for s in low.loc[low["loss"] == loss, "seed"])
+        loss: sorted({int(s) for s in low.loc[low["loss"] == loss, "seed"]})
         for loss in dict.fromkeys(per_model["loss"])
     }
 
