@@ -266,3 +266,22 @@ def test_each_fold_trains_and_evaluation_pools_out_of_fold(tmp_path, repo_root):
         "bce_dice_seed0_fold0.npz",
         "bce_dice_seed0_fold1.npz",
     ]
+
+
+def test_pruning_keeps_the_folds_of_the_sweep(tmp_path):
+    from segloss.sweep import prune_models
+
+    for path in ("bce/seed0/fold0", "bce/seed0/fold1", "bce/seed0/fold2", "bce/seed1/fold0"):
+        (tmp_path / path).mkdir(parents=True)
+        (tmp_path / path / "model.pt").write_bytes(b"x")
+    jobs = [
+        {"paths": {"models": str(tmp_path)}, "loss": {"name": "bce"}, "seed": 0, "cv": {"fold": f}}
+        for f in (0, 1)
+    ]
+    removed = prune_models(jobs)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
+        "bce/seed0/fold2",
+        "bce/seed1",
+    ]
+    assert (tmp_path / "bce/seed0/fold0/model.pt").is_file()
+    assert (tmp_path / "bce/seed0/fold1/model.pt").is_file()
