@@ -31,6 +31,7 @@ def train_cmd(tmp: Path, prepared: Path, *args: str, sweep_dir: str | None = Non
         "paths.models": str(tmp / "models"),
         "tracking.uri": f"sqlite:///{tmp / 'mlflow.db'}",
         "tracking.log_model": "false",
+        "tracking.system_metrics_interval": "null",  # its sampler writes SQLite unretried
         "train.num_threads": "1",
         "hydra.sweep.dir": sweep_dir or str(tmp / "sweep"),
         "hydra.run.dir": str(tmp / "run"),
