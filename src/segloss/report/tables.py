@@ -165,7 +165,8 @@ def training_regime(learning_curves: pd.DataFrame) -> dict:
     if learning_curves.empty or "val_dice" not in learning_curves:
         return {"epochs_min": None, "epochs_max": None, "n_rising": None, "n_models": 0}
     rows = []
-    for _, curve in learning_curves.groupby(["loss", "seed"], sort=False):
+    keys = ["loss", "seed", *(["fold"] if "fold" in learning_curves else [])]  # one model each
+    for _, curve in learning_curves.groupby(keys, sort=False):
         curve = curve.sort_values("epoch")
         best = int(np.argmax(curve["val_dice"].to_numpy()))
         rows.append((len(curve), best >= len(curve) - RISING_WINDOW))
