@@ -87,14 +87,19 @@ def test_unreachable_server_is_one_clear_error():
         tracking.prepare("http://127.0.0.1:9", "segloss")
 
 
-def test_database_locked_is_retried(monkeypatch):
+@pytest.mark.parametrize(
+    "message",
+    ["database is locked", "UNIQUE constraint failed: tags.key, tags.run_uuid"],
+    ids=["locked", "tag-race"],
+)
+def test_database_locked_is_retried(monkeypatch, message):
     monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
     calls = []
 
     def flaky() -> str:
         calls.append(1)
         if len(calls) < 3:
-            raise sqlite3.OperationalError("database is locked")
+            raise sqlite3.OperationalError(message)
         return "ok"
 
     assert tracking._retry_locked(flaky) == "ok" and len(calls) == 3

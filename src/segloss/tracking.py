@@ -90,8 +90,12 @@ class TrackingError(SeglossError):
 
 
 def _is_locked(exc: BaseException) -> bool:
-    # SQLAlchemy OperationalError, or the same wrapped in an MlflowException
-    return "database is locked" in str(exc)
+    # SQLAlchemy OperationalError, or the same wrapped in an MlflowException. A "UNIQUE
+    # constraint failed" comes from two processes writing the same tag at once (e.g. both
+    # ending one run with a reason): MLflow's select-then-insert lost the race, and the retry
+    # finds the row and updates it.
+    text = str(exc)
+    return "database is locked" in text or "UNIQUE constraint failed" in text
 
 
 def _retry_locked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
