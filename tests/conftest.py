@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from segloss.data.prepared import PreparedSplit, write_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 LGG_SAMPLE = REPO.parent / "shared" / "data" / "lgg_sample"
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """train() sets process-wide torch state; give every other test its defaults back."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Wait until ``url`` answers; fail with the end of ``log`` if ``proc`` dies or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"{url} did not answer:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")

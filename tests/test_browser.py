@@ -17,12 +17,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -217,17 +216,7 @@ def mlflow_ui(reported, browser):
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                log.close()
-                pytest.fail((reported["tmp"] / "mlflow_ui.log").read_text()[-3000:])
-            time.sleep(0.5)
+    wait_for_http(f"{base}/health", server, reported["tmp"] / "mlflow_ui.log", timeout=120)
     yield base
     server.terminate()
     try:

@@ -24,15 +24,6 @@ from segloss.training import train
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
-
-
 @pytest.fixture(scope="module")
 def trained(repo_root, tiny_prepared, tmp_path_factory):
     """One model trained in-process on the tiny data, its model logged, system metrics every

@@ -16,15 +16,6 @@ from segloss.errors import ConfigError
 from segloss.training import autocast, check_config, train
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
-
-
 def _cfg(repo_root, *overrides: str) -> dict:
     with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
         return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)

@@ -17,13 +17,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import wait_for_http
 
 from segloss import tracking
 
@@ -122,16 +121,7 @@ def mlflow_server(backend: str, artifacts: Path, log: Path) -> Iterator[str]:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    text = log.read_text()[-3000:]
-                    raise AssertionError(f"mlflow server did not start:\n{text}") from None
-                time.sleep(0.5)
+        wait_for_http(f"{uri}/health", proc, log, timeout=180)
         yield uri
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -20,16 +20,6 @@ from segloss.models import load_checkpoint
 from segloss.training import HISTORY_COLUMNS, NonFiniteLoss, _scheduler, augment_batch, train
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    """train() sets process-wide torch state; give the rest of the suite its defaults back."""
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
-
-
 @pytest.fixture
 def make_cfg(repo_root, tiny_prepared, tmp_path):
     """The composed config for the tiny data, writing into tmp_path; extra overrides allowed."""
