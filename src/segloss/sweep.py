@@ -425,7 +425,7 @@ class SweepProgress:
         if self._live.is_started:
             self._live.update(self.render())
             self._live.stop()
-        else:
+        elif self.states():  # a sweep whose jobs never started (refused) has nothing to show
             self._live.console.print(self.render())
 
 
