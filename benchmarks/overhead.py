@@ -4,7 +4,7 @@
         [--tracking-uri sqlite:///mlflow.db]
 
 Each child run logs ``step_seconds`` per epoch (forward, loss, backward, optimizer step:
-``segloss.training._train_epoch``). Two shares of wall time outside those steps:
+``segloss.training.epoch.train_epoch``). Two shares of wall time outside those steps:
 
 * ``per_run``: 1 - sum(step seconds) / sum(child run durations): inside the runs (data
   loading, augmentation, validation, logging, checkpointing, model export);

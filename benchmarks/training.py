@@ -1,7 +1,7 @@
 """Training throughput: segloss's own loop against the model-only limit, measured alike.
 
-* ``loop``: :func:`segloss.training.train` itself (config from conf/, augmentation on, the
-  MLflow run logged to a temporary SQLite store; only ``log_model`` is off) on a prepared
+* ``loop``: :func:`segloss.sweep.tracked.train` itself (config from conf/, augmentation on,
+  the MLflow run logged to a temporary SQLite store; only ``log_model`` is off) on a prepared
   folder, for a few epochs. Throughput is the training images of one epoch over the median
   of the epoch times the loop writes to ``history.csv`` (epoch 1, the warm-up, left out);
   an epoch's time includes its validation pass, so the val split is kept to a few slices.
@@ -30,7 +30,8 @@ import torch
 from common import Bench, median_rate, optimizer_step
 
 from segloss.models import preprocess
-from segloss.training import seed_everything, train
+from segloss.sweep.tracked import train
+from segloss.training import seed_everything
 
 
 def loop(bench: Bench, size: int) -> dict[str, Any]:

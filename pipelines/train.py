@@ -32,7 +32,7 @@ def _train(cfg: DictConfig) -> dict:
         if report := sweep.job_progress():
             report[1]("reused")
         return summary
-    from segloss.training import train  # torch and MLflow: only for a model to train
+    from segloss.sweep.tracked import train  # torch and MLflow: only for a model to train
 
     report = sweep.job_progress()  # parallel jobs: the sweep's display, not a bar per job
     if report is None:

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from segloss.data.prepared import load_meta, load_split
 from segloss.models import load_checkpoint, preprocess
-from segloss.training import train
+from segloss.sweep.tracked import train
 
 pytestmark = pytest.mark.slow
 

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from segloss.models import build_model, load_checkpoint, preprocess, resolve_device
+from segloss.models import (
+    build_model,
+    load_checkpoint,
+    preprocess,
+    resolve_device,
+    reusable,
+    save_checkpoint,
+)
 
 
 @pytest.mark.parametrize("name", ["unet_r18_slim", "unet_mnv3", "unet_r34"])
 def test_every_model_config_builds_one_logit_per_pixel(repo_root, name):
-    cfg = yaml.safe_load((repo_root / "conf" / "model" / f"{name}.yaml").read_text())
-    model = build_model(cfg).eval()
+    with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
+        composed = compose("config", overrides=[f"model={name}"])
+    model = build_model(OmegaConf.to_container(composed.model, resolve=True)).eval()
     with torch.no_grad():
         out = model(preprocess(torch.zeros(2, 32, 32, 3, dtype=torch.uint8)))
     assert out.shape == (2, 1, 32, 32)
@@ -34,12 +43,29 @@ def test_resolve_device():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_load_checkpoint_restores_weights_in_eval_mode(tmp_path):
-    cfg = {"model": {"encoder_name": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]}}
+def test_saved_checkpoint_loads_with_its_weights_in_eval_mode_and_is_reusable(tmp_path):
+    cfg = {
+        "model": {"encoder_name": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]},
+        "loss": {"name": "dice"},
+        "seed": 2,
+    }
     model = build_model(cfg["model"])
-    path = tmp_path / "model.pt"
-    torch.save({"state_dict": model.state_dict(), "config": cfg, "best_epoch": 1}, path)
-    loaded, checkpoint = load_checkpoint(path)
+    summary = {
+        "config": cfg,
+        "data": {"fold": None},
+        "best_epoch": 1,
+        "best_val_dice": 0.5,
+        "fingerprint": {},
+        "fingerprint_hash": "abc",
+    }
+    save_checkpoint(tmp_path / "model.pt", model.state_dict(), summary, {"mlflow_run_id": "r"})
+    loaded, checkpoint = load_checkpoint(tmp_path / "model.pt")
     assert not loaded.training and checkpoint["best_epoch"] == 1
+    assert checkpoint["mlflow_run_id"] == "r" and checkpoint["mlflow_parent_run_id"] is None
+    assert "mlflow_model_id" not in checkpoint
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
+    (tmp_path / "history.csv").write_text("epoch,val_dice\n1,0.5\n")
+    found = reusable(tmp_path, "abc")
+    assert found["loss"] == "dice" and found["seed"] == 2 and found["mlflow_run_id"] == "r"
+    assert reusable(tmp_path, "other") is None

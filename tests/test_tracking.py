@@ -10,6 +10,7 @@ import mlflow
 import pytest
 
 from segloss import tracking
+from segloss.tracking import store
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_unreachable_server_is_one_clear_error():
     ids=["locked", "tag-race"],
 )
 def test_database_locked_is_retried(monkeypatch, message):
-    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    monkeypatch.setattr(store.time, "sleep", lambda s: None)
     calls = []
 
     def flaky() -> str:
@@ -102,6 +103,6 @@ def test_database_locked_is_retried(monkeypatch, message):
             raise sqlite3.OperationalError(message)
         return "ok"
 
-    assert tracking._retry_locked(flaky) == "ok" and len(calls) == 3
+    assert store.retry_locked(flaky) == "ok" and len(calls) == 3
     with pytest.raises(ValueError):
-        tracking._retry_locked(lambda: (_ for _ in ()).throw(ValueError("other")))
+        store.retry_locked(lambda: (_ for _ in ()).throw(ValueError("other")))

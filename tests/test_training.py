@@ -1,4 +1,5 @@
-"""segloss.training in-process (Hydra compose API): repeatability, outputs, bad input."""
+"""segloss.training in-process (Hydra compose API), tracked as the entry point does
+(``segloss.sweep.tracked.train``): repeatability, outputs, bad input."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from segloss import tracking
 from segloss.data.prepared import MissingPreparedData
 from segloss.errors import ConfigError
 from segloss.models import load_checkpoint
-from segloss.training import HISTORY_COLUMNS, NonFiniteLoss, _scheduler, augment_batch, train
+from segloss.sweep.tracked import train
+from segloss.training import HISTORY_COLUMNS, NonFiniteLoss, augment_batch
+from segloss.training.divergence import check_diverged
+from segloss.training.loop import make_scheduler
 
 
 @pytest.fixture
@@ -135,7 +139,7 @@ def test_every_schedule_runs_any_number_of_steps(scheduler, total_steps):
     """Short runs (1 epoch of a few batches) must not break the schedule (OneCycle at 5 did)."""
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([param], lr=1e-3)
-    schedule = _scheduler(optimizer, {"scheduler": scheduler, "lr": 1e-3}, total_steps)
+    schedule = make_scheduler(optimizer, {"scheduler": scheduler, "lr": 1e-3}, total_steps)
     for _ in range(total_steps):
         optimizer.step()
         schedule.step()
@@ -164,16 +168,14 @@ def test_diverged_model_fails_with_reason_and_removes_the_older_model(make_cfg, 
 
 
 def test_non_finite_weights_are_divergence(make_cfg):
-    from segloss.training import _check_diverged
-
     model = torch.nn.Linear(2, 1)
-    _check_diverged(model, {"val_loss": 0.5})
+    check_diverged(model, {"val_loss": 0.5})
     with pytest.raises(NonFiniteLoss, match="validation loss became inf"):
-        _check_diverged(model, {"val_loss": math.inf})
+        check_diverged(model, {"val_loss": math.inf})
     with torch.no_grad():
         model.bias.fill_(math.nan)
     with pytest.raises(NonFiniteLoss, match="weights became non-finite .* bias"):
-        _check_diverged(model, {"val_loss": 0.5})
+        check_diverged(model, {"val_loss": 0.5})
 
 
 def test_same_fingerprint_is_reused_and_any_change_retrains(make_cfg, tmp_path):
@@ -195,14 +197,14 @@ def test_same_fingerprint_is_reused_and_any_change_retrains(make_cfg, tmp_path):
 
 
 def test_changed_training_code_or_data_retrains(make_cfg, tmp_path, monkeypatch):
-    from segloss import training
+    from segloss.training import settings
 
     train(make_cfg("loss=bce", "train.epochs=1"))
     monkeypatch.setattr("segloss.fingerprint.code_version", lambda: "edited")
     assert "reused" not in train(make_cfg("loss=bce", "train.epochs=1"))
     assert train(make_cfg("loss=bce", "train.epochs=1"))["reused"]
-    real = training.load_meta
-    monkeypatch.setattr(training, "load_meta", lambda d: {**real(d), "data_hash": "other"})
+    real = settings.load_meta
+    monkeypatch.setattr(settings, "load_meta", lambda d: {**real(d), "data_hash": "other"})
     assert "reused" not in train(make_cfg("loss=bce", "train.epochs=1"))
 
 
@@ -214,6 +216,22 @@ def test_code_version_covers_every_module_training_imports():
         assert name in modules
     assert "segloss.data.prepared" in modules and "segloss.io" in modules
     assert "segloss.sweep" not in modules and "segloss.evaluation" not in modules
+    assert "segloss.tracking" not in modules  # MLflow at the edges: not part of a model
+
+
+def test_training_imports_no_mlflow_and_untracked_records_nothing(make_cfg, tmp_path):
+    """segloss.training alone: no mlflow import, no store, the checkpoint's run ids None."""
+    import subprocess
+    import sys
+
+    code = "import sys, segloss.training; assert 'mlflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from segloss.training import train as untracked_train
+
+    summary = untracked_train(make_cfg("loss=bce", "train.epochs=1"))
+    _, checkpoint = load_checkpoint(summary["model_path"])
+    assert summary["mlflow_run_id"] is None and checkpoint["mlflow_parent_run_id"] is None
+    assert "mlflow_model_id" not in checkpoint and not (tmp_path / "mlflow.db").exists()
 
 
 def test_fingerprint_stamp_decides_reuse_without_torch_and_is_never_trusted_alone(make_cfg):

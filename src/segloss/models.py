@@ -1,22 +1,35 @@
-"""Models: build an smp U-Net from a config mapping, turn stored pixels into model input.
+"""Models: build an smp U-Net from a config mapping, turn stored pixels into model input,
+and the checkpoint format, saved and loaded here side by side.
 
 Ground floor: knows nothing of Hydra. ``preprocess`` is the ONE place that converts stored
 uint8 NHWC pixels into float model input; training, evaluation and benchmarks all call it.
+``model.pt`` (format in docs/architecture.md) is written by :func:`save_checkpoint` only and
+read by :func:`load_checkpoint` (a usable model) or :func:`reusable` (is it up to date?).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
 from segloss.errors import DataError
+from segloss.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 IN_CHANNELS = 3
 CLASSES = 1
+# The MLflow ids a checkpoint always has (None when untracked); ``mlflow_model_id`` only when
+# a model was logged.
+RUN_KEYS = ("mlflow_run_id", "mlflow_parent_run_id")
 
 
 def build_model(model_cfg: Mapping) -> nn.Module:
@@ -56,6 +69,55 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def save_checkpoint(
+    path: Path,
+    state_dict: Mapping[str, torch.Tensor],
+    summary: Mapping[str, Any],
+    runs: Mapping[str, Any],
+) -> None:
+    """Write ``model.pt`` atomically: ``state_dict``, then ``summary``'s ``config``, ``data``,
+    ``best_epoch``, ``best_val_dice``, ``fingerprint``, ``fingerprint_hash``, with the run ids
+    (``runs``: :data:`RUN_KEYS`, and ``mlflow_model_id`` if a model was logged) among them."""
+    checkpoint = {
+        "state_dict": state_dict,
+        **{k: summary[k] for k in ("config", "data", "best_epoch", "best_val_dice")},
+        **{k: runs.get(k) for k in RUN_KEYS},
+        **{k: summary[k] for k in ("fingerprint", "fingerprint_hash")},
+        **{k: v for k, v in runs.items() if k not in RUN_KEYS},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def reusable(out: Path, fp_hash: str) -> dict[str, Any] | None:
+    """The summary of ``out/model.pt`` if it was trained from the same fingerprint, else None.
+
+    An unreadable or older-format checkpoint is not reusable (it is retrained and replaced).
+    """
+    path, history = out / "model.pt", out / "history.csv"
+    if not (path.is_file() and history.is_file()):
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # truncated or foreign file: retrain it
+        log.warning("%s: unreadable (%s); retraining it", path, _first_line(exc))
+        return None
+    if checkpoint.get("fingerprint_hash") != fp_hash:
+        return None
+    return {
+        "loss": checkpoint["config"]["loss"]["name"],
+        "seed": int(checkpoint["config"]["seed"]),
+        "fold": (checkpoint.get("data") or {}).get("fold"),
+        "best_epoch": checkpoint["best_epoch"],
+        "best_val_dice": checkpoint["best_val_dice"],
+        "epochs_run": len(pd.read_csv(history)),
+        "seconds": 0.0,
+        "model_path": str(path),
+        "mlflow_run_id": checkpoint.get("mlflow_run_id"),
+        "reused": True,
+    }
 
 
 def load_checkpoint(

@@ -1,4 +1,5 @@
-"""Processes by host, PID and start time: is the one that wrote a run still there?
+"""Processes by host, PID and start time (is the one that wrote a run still there?), and
+SIGTERM turned into KeyboardInterrupt so that it ends a run as KILLED like Ctrl-C does.
 
 Ground floor (psutil only, no mlflow or torch), so a sweep job can watch its launching
 process without paying for the heavy imports.
@@ -6,11 +7,14 @@ process without paying for the heavy imports.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import psutil
 
@@ -43,3 +47,39 @@ def watch(pid: int, started: float | None, interval: float = 1.0) -> threading.T
     thread = threading.Thread(target=run, name=f"watch-{pid}", daemon=True)
     thread.start()
     return thread
+
+
+_RECEIVED: list[str] = []  # names of the signals turned into KeyboardInterrupt, in order
+
+
+def received_signal() -> str | None:
+    """The first signal :func:`sigterm_as_interrupt` turned into an interrupt in this process
+    (None if none did)."""
+    return _RECEIVED[0] if _RECEIVED else None
+
+
+def signal_reason(exc: BaseException) -> str:
+    """Why a KeyboardInterrupt happened: the signal (from :func:`sigterm_as_interrupt`), or
+    Ctrl-C."""
+    return f"interrupted by {exc.args[0]}" if exc.args else "interrupted by Ctrl-C (SIGINT)"
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt(signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[None]:
+    """Turn SIGTERM (or ``signals``) into KeyboardInterrupt("<name>") (main thread only), so
+    it ends the run as KILLED like Ctrl-C does; the previous handlers come back on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        _RECEIVED.append(name)
+        raise KeyboardInterrupt(name)
+
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

@@ -1,0 +1,130 @@
+"""A training job tracked as one MLflow run: :func:`train` is :func:`segloss.training.train`
+with its run (nested under the sweep's parent run in a multirun), which the train entry point
+calls; :func:`preflight` adds the tracking store's check to the training's.
+
+The run starts once the model is built (tags, the resolved config as params, system
+metrics), records its training and validation sets, every epoch's metrics, then the best
+epoch's metrics, ``config.yaml``, ``splits.csv``, ``history.csv`` and (``tracking.log_model``)
+the model; it ends FINISHED, FAILED (e.g. diverged) or KILLED (a signal) with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segloss import tracking, training
+from segloss.data.prepared import fold_splits
+from segloss.sweep.callback import ENTRY_POINT
+from segloss.training import Job, Trained
+from segloss.training.job import Progress
+from segloss.training.loop import EpochRow
+
+
+def preflight(cfg: Mapping[str, Any]) -> dict:
+    """The training's checks (:func:`segloss.training.preflight`), then the tracking store's
+    (reachable; database and experiment created if needed); the prepared data's meta."""
+    meta = training.preflight(cfg)
+    tracking.prepare(cfg["tracking"]["uri"], cfg["tracking"]["experiment"])
+    return meta
+
+
+def split_patients(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The patients of each split this job uses (with cross-validation: its fold's)."""
+    fold = (cfg.get("cv") or {}).get("fold")
+    if fold is None:
+        return dict(meta.get("splits") or {})
+    return fold_splits(meta, int(fold))
+
+
+class JobRun:
+    """A training job's :class:`segloss.training.Recorder`: logs into its MLflow run."""
+
+    def __init__(self, job: Job, run: tracking.TrackedRun, parent_run_id: str | None) -> None:
+        self.job, self.run, self.parent_run_id = job, run, parent_run_id
+        fold = (job.cfg.get("cv") or {}).get("fold")
+        prepared = job.cfg["paths"]["prepared"]
+        self.splits = [
+            tracking.split_dataset(prepared, job.meta, split, patients, fold)
+            for split, patients in split_patients(job.cfg, job.meta).items()
+        ]
+        # the run's inputs: what it trains and validates on (evaluation adds the test set)
+        run.log_datasets([d for d in self.splits if d.context in ("training", "validation")])
+
+    def epoch(self, row: EpochRow) -> None:
+        self.run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+    def trained(self, result: Trained) -> dict[str, Any]:
+        """The best epoch's metrics, the run's files and the model; the checkpoint's ids."""
+        job, run = self.job, self.run
+        run.log_metrics(
+            {
+                "best_val_dice": result.best_val_dice,
+                "best_epoch": result.best_epoch,
+                "train_seconds": result.seconds,
+            },
+            step=result.best_epoch,
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            config_path = Path(tmp) / "config.yaml"
+            config_path.write_text(yaml.safe_dump(dict(job.cfg), sort_keys=False))
+            splits_path = Path(tmp) / "splits.csv"
+            tracking.splits_table(self.splits).to_csv(splits_path, index=False)
+            run.log_artifacts([config_path, splits_path, result.history_path])
+        ids = {"mlflow_run_id": run.run_id, "mlflow_parent_run_id": self.parent_run_id}
+        if job.cfg["tracking"]["log_model"]:
+            tags = {"loss": job.loss, "seed": job.seed, "data_hash": job.meta.get("data_hash")}
+            ids["mlflow_model_id"] = run.log_model(result.model, result.example, tags=tags)
+        return ids
+
+
+def _tags(job: Job) -> dict[str, Any]:
+    tags = {
+        "loss": job.loss,
+        "seed": job.seed,
+        "model": job.cfg["model"].get("name", job.cfg["model"]["encoder_name"]),
+        "git_commit": tracking.git_commit(),
+        "data_hash": job.meta.get("data_hash"),
+        "code_version": job.fingerprint["code_version"],
+        "fingerprint": job.fingerprint_hash,
+        **tracking.source_tags(ENTRY_POINT),
+    }
+    if job.fold is not None:
+        tags["fold"] = job.fold
+    return tags
+
+
+@contextlib.contextmanager
+def job_run(job: Job, parent_run_id: str | None = None) -> Iterator[JobRun]:
+    """A :data:`segloss.training.Tracker`: the job's run, from start to FINISHED, FAILED or
+    KILLED (:func:`segloss.tracking.tracked_run`)."""
+    cfg = job.cfg
+    with tracking.tracked_run(
+        cfg["tracking"]["uri"],
+        cfg["tracking"]["experiment"],
+        run_name=f"{job.loss} seed{job.seed}" + ("" if job.fold is None else f" fold{job.fold}"),
+        parent_run_id=parent_run_id,
+        tags=_tags(job),
+        params=tracking.flatten(cfg),
+        system_metrics_interval=cfg["tracking"].get("system_metrics_interval"),
+    ) as run:
+        yield JobRun(job, run, parent_run_id)
+
+
+def train(
+    cfg: Mapping[str, Any],
+    *,
+    parent_run_id: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """:func:`segloss.training.train`, tracked: checks (:func:`preflight`) before any work,
+    then one MLflow run nested under ``parent_run_id`` (none for a reused model)."""
+    preflight(cfg)
+    tracker = functools.partial(job_run, parent_run_id=parent_run_id)
+    return training.train(cfg, tracker=tracker, progress=progress)
