@@ -29,6 +29,25 @@ from scipy import ndimage
 
 from segloss.metrics import _surface_distances
 
+# Summary metrics of one model on the test split (the evaluate stage's ``per_model.csv`` and
+# ``summary.json``, named with their unit by :func:`summary_metrics`); the report and the
+# MLflow logging read them by these names.
+SUMMARY_METRICS = (
+    "dice_per_image",
+    "dice_tumour_slices",
+    "iou",
+    "pixel_accuracy",
+    "dice_per_patient",
+    "iou_per_patient",
+    "dice_pooled",
+    "hd95",
+    "nsd",
+    "fp_rate_empty",
+    "ece",
+    "best_threshold",
+    "dice_per_patient_at_best",
+)
+
 
 def units(meta: Mapping, tolerance: float) -> dict[str, object]:
     """Spacing (per axis), unit and the distance column names for a prepared folder."""
@@ -42,6 +61,12 @@ def units(meta: Mapping, tolerance: float) -> dict[str, object]:
         "hd95": f"hd95_{unit}",
         "nsd": f"nsd_{float(tolerance):g}{unit}",
     }
+
+
+def summary_metrics(units: Mapping) -> tuple[str, ...]:
+    """:data:`SUMMARY_METRICS` with ``hd95``/``nsd`` named with their unit."""
+    names = {"hd95": units["hd95"], "nsd": units["nsd"]}
+    return tuple(names.get(m, m) for m in SUMMARY_METRICS)
 
 
 def to_native(
