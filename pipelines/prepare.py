@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from segloss.cli import one_line_errors, print_config
+from segloss.data import card
 from segloss.data.preparation import prepare
 
 log = logging.getLogger("prepare")
@@ -25,6 +26,7 @@ def main(cfg: DictConfig) -> None:
     data = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=False)
     cv = OmegaConf.to_container(cfg.cv, resolve=True)
     result = prepare(data, cfg.paths.prepared, cfg.paths.reports, cv)
+    card.write_tables(result.prepared)  # the report's data-card tables, computed once here
     stats = result.calibration
     origin = "generated" if result.generated else "read"
     log.info("%s %s in %.1f s", origin, result.source_dir, result.seconds["generate"])

@@ -1,21 +1,32 @@
-"""Data statistics (calibration against real LGG data) and the data card ``data_card.md``.
+"""Data statistics (calibration against real LGG data) and the data card, computed once by the
+prepare stage: ``data_card.md`` for people and ``<prepared>/card/`` for the report.
 
 The card makes the class-imbalance argument on our own data: an all-background prediction
 scores a high pixel accuracy on the test split, next to a Dice and IoU of 0.
+``<prepared>/card/imbalance.csv`` (per split: patients, slices, share of slices with tumour,
+tumour pixels) and ``background.csv`` (what an all-background mask scores on every tested
+slice at the source resolution) are the report's data-card tables (:func:`write_tables`,
+:func:`read_tables`).
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
 from segloss.data.kaggle import Patient
-from segloss.data.prepared import SPLITS
-from segloss.metrics import per_image, pooled
+from segloss.data.prepared import SPLITS, load_manifest, load_tested
+from segloss.errors import SeglossError
+from segloss.io import atomic_path
+from segloss.metrics import mean_per_image, per_image, per_patient, pooled
 
 FLAIR = 1  # channel index in (pre-contrast, FLAIR, post-contrast)
 RING = 0.03  # width of the tissue ring around a lesion, as a fraction of the image width
+TABLES = ("imbalance", "background")  # <prepared>/card/<name>.csv
 
 
 def slice_table(patient: Patient) -> pd.DataFrame:
@@ -77,12 +88,10 @@ def background_baseline(masks: np.ndarray) -> dict[str, float]:
     }
 
 
-def render_card(
-    manifest: pd.DataFrame, stats: dict[str, float], baseline: dict[str, float], meta: dict
-) -> str:
-    """The data card as markdown."""
+def _split_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Per split (per fold's test patients with cross-validation) and over all: patients,
+    slices, tumour pixels % and positive slices % at the prepared size."""
     rows = []
-    # with cross-validation: one row per fold's test patients instead of train/val/test
     folds = sorted(manifest["fold"].dropna().unique()) if "fold" in manifest else []
     groups = [f"test of fold {int(f)}" for f in folds] if folds else list(SPLITS)
     for name in (*groups, "all"):
@@ -102,7 +111,14 @@ def render_card(
                 "positive slices %": 100 * (part["tumour_pixels"] > 0).mean(),
             }
         )
-    table = pd.DataFrame(rows).to_markdown(index=False, floatfmt=".2f")
+    return pd.DataFrame(rows)
+
+
+def render_card(
+    manifest: pd.DataFrame, stats: dict[str, float], baseline: dict[str, float], meta: dict
+) -> str:
+    """The data card as markdown."""
+    table = _split_rows(manifest).to_markdown(index=False, floatfmt=".2f")
     size = meta["image_size"]
     return f"""# Data card
 
@@ -139,3 +155,67 @@ means need the same care.)
 
 Normalisation: {meta["normalisation"]}
 """
+
+
+def imbalance_table(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Class imbalance per split of the manifest (prepared size)."""
+    pixels = manifest["height"] * manifest["width"]
+    imbalance = (
+        manifest.assign(pixels=pixels, tumour=manifest["tumour_pixels"] > 0)
+        .groupby("split", sort=False)
+        .agg(
+            patients=("patient", "nunique"),
+            slices=("slice", "size"),
+            tumour_slices=("tumour", "mean"),
+            tumour_pixels=("tumour_pixels", "sum"),
+            pixels=("pixels", "sum"),
+        )
+    )
+    imbalance["tumour_pixels"] = imbalance["tumour_pixels"] / imbalance.pop("pixels")
+    imbalance = imbalance.rename(
+        columns={"tumour_slices": "share of slices with tumour", "tumour_pixels": "tumour pixels"}
+    )
+    return imbalance.reset_index()
+
+
+def background_table(native: np.ndarray, patients: np.ndarray) -> pd.DataFrame:
+    """What an all-background mask scores on the given slices' masks (one row)."""
+    frame = per_image(np.zeros(native.shape, bool), native).assign(patient=patients)
+    return pd.DataFrame(
+        {
+            "pixel accuracy (per slice)": [mean_per_image(frame, "pixel_accuracy")],
+            "Dice per slice (empty/empty = 1)": [mean_per_image(frame, "dice")],
+            "Dice, tumour slices": [mean_per_image(frame, "dice", tumour_only=True)],
+            "IoU per slice": [mean_per_image(frame, "iou")],
+            "Dice per patient": [per_patient(frame)["dice"].mean()],
+            "Dice pooled": [pooled(frame)["dice"].iloc[0]],
+        }
+    )
+
+
+def write_tables(prepared_dir: str | os.PathLike) -> Path:
+    """Write the report's data-card tables to ``<prepared_dir>/card/`` (atomically): the
+    imbalance per split and the all-background scores on every tested slice at the source
+    resolution."""
+    test, native = load_tested(prepared_dir)
+    tables = {
+        "imbalance": imbalance_table(load_manifest(prepared_dir)),
+        "background": background_table(native, test.patients),
+    }
+    out = Path(prepared_dir) / "card"
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for name in TABLES:
+            tables[name].to_csv(tmp / f"{name}.csv", index=False)
+    return out
+
+
+def read_tables(prepared_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
+    """The data-card tables the prepare stage wrote (:func:`write_tables`)."""
+    folder = Path(prepared_dir) / "card"
+    if not all((folder / f"{name}.csv").is_file() for name in TABLES):
+        raise SeglossError(
+            f"{folder}/ has no data card: run the prepare stage (`dvc repro prepare` or "
+            "`python pipelines/prepare.py`)"
+        )
+    return {name: pd.read_csv(folder / f"{name}.csv") for name in TABLES}
