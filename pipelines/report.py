@@ -6,13 +6,39 @@ python pipelines/report.py report.candidate=dice report.alpha=0.01
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from segloss.cli import one_line_errors, print_config
-from segloss.report import build_report
+from segloss.report import BuiltReport, build_report, logged
+
+
+def log_to_parent_runs(uri: str | None, report: BuiltReport) -> None:
+    """Log the report to every sweep (MLflow parent run) the models came from: its files
+    under ``report/``, the verdict's numbers and each loss's mean test metrics as metrics,
+    the outcome and the headline as tags (``segloss.report.logged``)."""
+    if uri is None:
+        return
+    from segloss import tracking  # imports mlflow: only when something is logged
+
+    if not tracking.enabled(uri):
+        return
+    parents = logged.parent_runs(report.per_model)
+    if not parents:
+        warnings.warn(
+            "the checkpoints name no mlflow_parent_run_id: the report is not logged to MLflow",
+            stacklevel=2,
+        )
+        return
+    metrics = logged.parent_metrics(report.verdict, report.per_model)
+    tags = logged.parent_tags(report.verdict)
+    for run_id in parents:
+        tracking.log_artifacts(uri, run_id, list(report.paths.values()), artifact_path="report")
+        tracking.log_metrics(uri, run_id, metrics)
+        tracking.set_tags(uri, run_id, tags)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -21,16 +47,18 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("print_config", True):
         print_config(cfg)
     reports = Path(cfg.paths.reports)
-    paths = build_report(
+    report = build_report(
         prepared_dir=cfg.paths.prepared,
         predictions_dir=cfg.paths.predictions,
         metrics_dir=reports / "metrics",
         reports_dir=reports,
         settings=OmegaConf.to_container(cfg.report, resolve=True),
-        tracking_uri=cfg.tracking.uri,
     )
-    print(f"report:  {paths['report_html'].resolve()} (Markdown: {paths['report_md']})")
-    print(f"verdict: {paths['verdict']}")
+    log_to_parent_runs(cfg.tracking.uri, report)
+    print(
+        f"report:  {report.paths['report_html'].resolve()} (Markdown: {report.paths['report_md']})"
+    )
+    print(f"verdict: {report.paths['verdict']}")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ import pandas as pd
 import pytest
 import torch
 from conftest import REPO
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from statsmodels.stats.multitest import multipletests
 from test_evaluation import EVAL_CFG, write_checkpoint
 
+from segloss.data import card
 from segloss.data.prepared import load_meta
+from segloss.errors import SeglossError
 from segloss.evaluation import evaluate
 from segloss.report import build_report
 from segloss.report.tables import size_terciles, training_regime
@@ -22,10 +25,11 @@ from segloss.report.verdict import build_verdict
 from segloss.report.wording import headline, outcome
 from segloss.stats import VERDICTS
 
-SETTINGS = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "report" / "default.yaml")) | {
-    "overlay_count": 3,
-    "dpi": 40,
-}
+with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    SETTINGS = OmegaConf.to_container(compose("config").report, resolve=True) | {
+        "overlay_count": 3,
+        "dpi": 40,
+    }
 N_FIGURES = 8  # without the paired figure (needs a comparison) and the CD diagram (3+ losses)
 
 
@@ -36,7 +40,9 @@ def evaluated_report(tmp: Path, prepared: Path, losses: tuple[str, ...]) -> dict
         write_checkpoint(tmp / "models", loss, 0, meta)
     metrics_dir = tmp / "reports" / "metrics"
     evaluate(prepared, tmp / "models", tmp / "predictions", metrics_dir, tmp / "plots", EVAL_CFG)
-    return build_report(prepared, tmp / "predictions", metrics_dir, tmp / "reports", SETTINGS)
+    card.write_tables(prepared)  # as the prepare stage does
+    report = build_report(prepared, tmp / "predictions", metrics_dir, tmp / "reports", SETTINGS)
+    return report.paths
 
 
 @pytest.mark.parametrize(
@@ -202,3 +208,13 @@ def test_size_terciles_use_the_same_slices_for_every_loss():
     )
     table = size_terciles(per_image).set_index(["loss", "tercile"])["dice"]
     assert table[("a", "small")] == 0.1 and table[("b", "large")] == 0.8
+
+
+def test_the_report_reads_the_data_card_prepare_wrote(tiny_prepared, tmp_path):
+    with pytest.raises(SeglossError, match=r"no data card: run the prepare stage"):
+        card.read_tables(tmp_path)
+    card.write_tables(tiny_prepared)
+    tables = card.read_tables(tiny_prepared)
+    assert list(tables["imbalance"]["split"]) == ["train", "val", "test"]
+    background = tables["background"].iloc[0]
+    assert background["Dice pooled"] == 0 and background["pixel accuracy (per slice)"] > 0.9

@@ -1,6 +1,7 @@
-"""The comparison report: tables (numbers), figures (seaborn), verdict (statistics), render
-(Markdown + self-contained HTML) and build (reads the evaluation outputs, writes the report)."""
+"""The comparison report: tables (numbers), figures (seaborn), verdict (statistics), wording
+and sections (text), render (Markdown + self-contained HTML), build (reads the evaluate
+stage's outputs, writes the report) and logged (what the entry point records in MLflow)."""
 
-from segloss.report.build import build_report
+from segloss.report.build import BuiltReport, build_report
 
-__all__ = ["build_report"]
+__all__ = ["BuiltReport", "build_report"]

@@ -1,4 +1,4 @@
-"""The report's numbers: read the evaluation tables and summarise them (no plotting here)."""
+"""The report's numbers: read the evaluate stage's tables and summarise them (no plotting)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from segloss import metrics
-from segloss.data.prepared import load_manifest, load_tested
+from segloss.data.prepared import load_manifest
 
 # Metrics of the per-model table, as (column of per_model.csv, label, higher is better).
 METRICS = (
@@ -35,7 +34,7 @@ TERCILES = ("small", "medium", "large")
 
 @dataclass(frozen=True)
 class Tables:
-    """The evaluation stage's tables (see segloss.evaluation)."""
+    """The evaluate stage's tables (``reports/metrics/*.csv``, docs/architecture.md)."""
 
     per_image: pd.DataFrame
     per_patient: pd.DataFrame
@@ -97,43 +96,6 @@ def metric_table(per_model: pd.DataFrame) -> pd.DataFrame:
             cells[loss] = f"{_fmt(values.mean())} ± {_fmt(std)} [{_fmt(lo)}, {_fmt(hi)}]"
         rows[f"{label} ({'↑' if higher else '↓'})"] = cells
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("metric").reset_index()
-
-
-def data_card(prepared_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Class imbalance per split, and what an all-background mask scores on the test set.
-
-    The second table is the source article's argument: high pixel accuracy, zero overlap.
-    """
-    manifest = load_manifest(prepared_dir)
-    pixels = manifest["height"] * manifest["width"]
-    imbalance = (
-        manifest.assign(pixels=pixels, tumour=manifest["tumour_pixels"] > 0)
-        .groupby("split", sort=False)
-        .agg(
-            patients=("patient", "nunique"),
-            slices=("slice", "size"),
-            tumour_slices=("tumour", "mean"),
-            tumour_pixels=("tumour_pixels", "sum"),
-            pixels=("pixels", "sum"),
-        )
-    )
-    imbalance["tumour_pixels"] = imbalance["tumour_pixels"] / imbalance.pop("pixels")
-    imbalance = imbalance.rename(
-        columns={"tumour_slices": "share of slices with tumour", "tumour_pixels": "tumour pixels"}
-    )
-    test, native = load_tested(prepared_dir)  # every tested slice, at the source resolution
-    frame = metrics.per_image(np.zeros(native.shape, bool), native).assign(patient=test.patients)
-    background = pd.DataFrame(
-        {
-            "pixel accuracy (per slice)": [metrics.mean_per_image(frame, "pixel_accuracy")],
-            "Dice per slice (empty/empty = 1)": [metrics.mean_per_image(frame, "dice")],
-            "Dice, tumour slices": [metrics.mean_per_image(frame, "dice", tumour_only=True)],
-            "IoU per slice": [metrics.mean_per_image(frame, "iou")],
-            "Dice per patient": [metrics.per_patient(frame)["dice"].mean()],
-            "Dice pooled": [metrics.pooled(frame)["dice"].iloc[0]],
-        }
-    )
-    return imbalance.reset_index(), background
 
 
 def size_terciles(per_image: pd.DataFrame) -> pd.DataFrame:

@@ -115,11 +115,7 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
         result["p_holm"] = adjusted
 
     score_table = patient_scores(*PATIENT_METRICS[metric][:2], tables)
-    extra: dict[str, Any] = {
-        "variance_by_loss": {loss: loss_variance(score_table, loss) for loss in losses},
-        "learning_rates": _learning_rates(tables["per_model"]),
-        "comparisons": comparisons,
-    }
+    extra = _overview(score_table, tables["per_model"], losses) | {"comparisons": comparisons}
     if len(losses) >= 3:
         extra["friedman"] = friedman(score_table, losses, PATIENT_METRICS[metric][2])
 
@@ -128,7 +124,26 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
         if metric == "dice_per_patient":
             primary["at_best_threshold"] = compare(candidate, "dice_at_best", AT_BEST)
         return primary | extra
+    return _without_primary(tables, settings, losses, collapsed) | extra
 
+
+def _overview(scores: pd.DataFrame, per_model: pd.DataFrame, losses: list[str]) -> dict:
+    """Per loss: the variance components of the primary metric's ``scores``, and the
+    learning rates."""
+    return {
+        "variance_by_loss": {loss: loss_variance(scores, loss) for loss in losses},
+        "learning_rates": _learning_rates(per_model),
+    }
+
+
+def _without_primary(
+    tables: Mapping[str, pd.DataFrame],
+    settings: Mapping[str, Any],
+    losses: list[str],
+    collapsed: Mapping[str, list[int]],
+) -> dict[str, Any]:
+    """The primary comparison's fields, null, with the ``reason`` it is impossible."""
+    baseline, candidate, metric = settings["baseline"], settings["candidate"], settings["metric"]
     if len(losses) < 2:
         reason = f"only one loss was evaluated ({', '.join(losses)}): no comparison possible"
     else:
@@ -155,7 +170,6 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
         "n_pairs": int(tables["per_patient"]["patient"].nunique()),
         "n_seeds": int(per_model.groupby("loss")["seed"].nunique().min()),
         "reason": reason,
-        **extra,
     }
 
 
