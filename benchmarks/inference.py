@@ -1,8 +1,8 @@
 """Evaluation throughput: inference + every per-image metric against inference alone.
 
-``inference``: :func:`segloss.evaluation.predict_probabilities` over a test split at the
+``inference``: :func:`segloss.evaluation.inference.predict_probabilities` over a test split at the
 eval config's batch size; ``evaluation``: the same plus thresholding and
-:func:`segloss.evaluation.score` (``segloss.metrics.per_image``: overlap, HD95, NSD, ...).
+:func:`segloss.evaluation.tables.score` (``segloss.metrics.per_image``: overlap, HD95, NSD, ...).
 ``eval_vs_inference = evaluation / inference`` (1 = metrics cost nothing).
 The model is a trained checkpoint (``--checkpoint``, else the default sweep's from ``make run``,
 else the loop benchmark's), so the masks scored look like predictions rather than noise.
@@ -20,7 +20,9 @@ import torch
 from common import REPO, Bench, median_rate
 
 from segloss.data.prepared import load_split
-from segloss.evaluation import EvalSettings, predict_probabilities, score
+from segloss.evaluation.inference import predict_probabilities
+from segloss.evaluation.settings import EvalSettings
+from segloss.evaluation.tables import score
 from segloss.models import load_checkpoint, preprocess
 
 

@@ -6,13 +6,45 @@ python pipelines/evaluate.py eval.threshold=0.3 eval.device=cuda
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from segloss.cli import one_line_errors, print_config
-from segloss.evaluation import evaluate
+from segloss.evaluation import Evaluation, score_models, write_outputs
+
+
+def log_test_metrics(uri: str | None, evaluation: Evaluation, prepared_dir: str) -> None:
+    """Log ``test_<metric>`` to each model's MLflow run (``mlflow_run_id`` in its checkpoint),
+    or warn why not. The test split is recorded as the run's ``testing`` data set, and the
+    metrics are attached to the run's logged model and to that data set (MLflow 3 shows them
+    on the model's page)."""
+    if uri is None:
+        return
+    from segloss import tracking  # imports mlflow: only when something is logged
+
+    if not tracking.enabled(uri):
+        return
+    for result in evaluation.models:
+        run_id, data = result.state.get("mlflow_run_id"), result.state.get("data") or {}
+        if not run_id:
+            warnings.warn(
+                f"{result.checkpoint.path} has no mlflow_run_id: its test metrics are not "
+                "logged to MLflow",
+                stacklevel=2,
+            )
+            continue
+        splits = data.get("splits") or evaluation.meta.get("splits") or {}
+        dataset = tracking.split_dataset(
+            prepared_dir, evaluation.meta, "test", list(splits.get("test", [])), data.get("fold")
+        )
+        tracking.log_datasets(uri, run_id, [dataset])
+        model_id = result.state.get("mlflow_model_id") or tracking.logged_model_id(uri, run_id)
+        metrics = {f"test_{k}": float(v) for k, v in result.summary.items() if np.isfinite(v)}
+        tracking.log_metrics(uri, run_id, metrics, model_id=model_id, dataset=dataset)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -21,15 +53,14 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("print_config", True):
         print_config(cfg)
     reports = Path(cfg.paths.reports)
-    paths = evaluate(
+    evaluation = score_models(
         prepared_dir=cfg.paths.prepared,
         models_dir=cfg.paths.models,
         predictions_dir=cfg.paths.predictions,
-        metrics_dir=reports / "metrics",
-        plots_dir=reports / "plots",
         eval_cfg=OmegaConf.to_container(cfg.eval, resolve=True),
-        tracking_uri=cfg.tracking.uri,
     )
+    paths = write_outputs(evaluation, reports / "metrics", reports / "plots")
+    log_test_metrics(cfg.tracking.uri, evaluation, cfg.paths.prepared)
     print(f"predictions: {paths['predictions']}/")
     print(f"metrics:     {paths['summary']} (and per_image.csv, per_patient.csv, ... beside it)")
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -11,16 +15,15 @@ import pytest
 import torch
 
 from segloss import metrics
+from segloss.calibration import calibration_table, expected_calibration_error
 from segloss.data.prepared import load_meta, load_split
 from segloss.errors import SeglossError
-from segloss.evaluation import (
-    ID_COLUMNS,
-    SUMMARY_METRICS,
-    calibration_table,
-    evaluate,
-    expected_calibration_error,
-)
+from segloss.evaluation import evaluate, score_models, write_outputs
+from segloss.evaluation.tables import ID_COLUMNS
 from segloss.models import build_model
+from segloss.scoring import SUMMARY_METRICS
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY_MODEL = {
     "name": "tiny",
@@ -166,8 +169,31 @@ def test_model_of_other_splits_is_refused(tiny_prepared, tmp_path):
         run(tmp_path, tiny_prepared)
 
 
+def _entry_point(name: str) -> ModuleType:
+    """``pipelines/<name>.py`` as a module (its logging functions, without running Hydra)."""
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_stage", REPO / "pipelines" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_missing_mlflow_run_id_warns_and_still_evaluates(tiny_prepared, tmp_path):
     write_checkpoint(tmp_path / "models", "bce", 0, load_meta(tiny_prepared))
+    evaluation = score_models(tiny_prepared, tmp_path / "models", tmp_path / "pred", EVAL_CFG)
+    paths = write_outputs(evaluation, tmp_path / "metrics", tmp_path / "plots")
+    assert paths["per_image"].is_file() and evaluation.models[0].summary["ece"] >= 0
+    log_test_metrics = _entry_point("evaluate").log_test_metrics
     with pytest.warns(UserWarning, match="no mlflow_run_id"):
-        paths = run(tmp_path, tiny_prepared, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    assert paths["per_image"].is_file()
+        log_test_metrics(f"sqlite:///{tmp_path}/mlflow.db", evaluation, str(tiny_prepared))
+
+
+def test_evaluation_and_the_report_import_no_mlflow():
+    """MLflow at the edges: only the entry points (and segloss.tracking) log."""
+    code = (
+        "import sys, segloss.evaluation, segloss.report; "
+        "sys.exit(any(m.split('.')[0] == 'mlflow' or m.startswith('segloss.tracking') "
+        "for m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

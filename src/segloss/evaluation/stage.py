@@ -1,0 +1,155 @@
+"""The evaluate stage: score every trained model, then write the stage's files.
+
+:func:`score_models` predicts and scores each model (writing its predicted masks) and returns
+the tables with what each model's checkpoint says about it; :func:`write_outputs` writes the
+tables. Nothing here logs to MLflow: ``pipelines/evaluate.py`` logs the returned results.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from segloss import scoring
+from segloss.data.prepared import load_meta, n_folds
+from segloss.evaluation.checkpoints import Checkpoint, find_checkpoints, load_models
+from segloss.evaluation.inference import FoldData, predict
+from segloss.evaluation.outputs import join_tables, save_predictions, write_tables
+from segloss.evaluation.settings import EvalSettings
+from segloss.evaluation.summary import summary_row
+from segloss.evaluation.tables import model_tables
+from segloss.io import atomic_path
+from segloss.models import resolve_device
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One evaluated model: its tables, its ``per_model.csv`` row and test summary."""
+
+    checkpoint: Checkpoint
+    state: dict[str, Any]  # the checkpoint's dict without the weights (run ids, data, ...)
+    tables: dict[str, pd.DataFrame]  # per_image, per_patient, thresholds, calibration, ...
+    per_model: dict[str, Any]
+    summary: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every model's result, with the prepared data's ``meta`` and distance ``units``."""
+
+    models: list[ModelResult]
+    meta: dict[str, Any]
+    units: dict[str, Any]
+    predictions: Path
+
+
+def _history(path: Path) -> pd.DataFrame:
+    history = path.parent / "history.csv"
+    return pd.read_csv(history) if history.is_file() else pd.DataFrame()
+
+
+def _score_model(
+    ckpt: Checkpoint,
+    model: torch.nn.Module,
+    state: Mapping,
+    data: FoldData,
+    settings: EvalSettings,
+    units: Mapping,
+    device: torch.device,
+    pred_dir: Path,
+) -> ModelResult:
+    """Predict, upsample to the source size, save the masks and compute every table."""
+    ids = {"loss": ckpt.loss, "seed": ckpt.seed, "fold": 0 if ckpt.fold is None else ckpt.fold}
+    probs = predict(model, data, settings.batch_size, device)
+    masks = probs.test >= settings.threshold
+    save_predictions(pred_dir, ckpt.name, masks, data.test)
+    scored = model_tables(masks, probs, data, settings, units, ids)
+    summary = summary_row(
+        scored.per_image, scored.per_patient, units, scored.ece, scored.best_threshold
+    )
+    history = _history(ckpt.path)
+    tables = {
+        "per_image": scored.per_image,
+        "per_patient": scored.per_patient,
+        "thresholds": scored.thresholds,
+        "calibration": scored.calibration,
+        "learning_curves": history.assign(**ids),
+    }
+    per_model = {
+        **ids,
+        "threshold": settings.threshold,
+        "epochs": len(history),
+        "best_epoch": state.get("best_epoch"),
+        "best_val_dice": state.get("best_val_dice"),
+        # The learning rate it was trained with: the report says whether it was shared.
+        "lr": state.get("config", {}).get("train", {}).get("lr"),
+        "mlflow_run_id": state.get("mlflow_run_id"),
+        "mlflow_parent_run_id": state.get("mlflow_parent_run_id"),
+        **summary,
+    }
+    facts = {k: v for k, v in state.items() if k != "state_dict"}
+    return ModelResult(ckpt, facts, tables, per_model, summary)
+
+
+def score_models(
+    prepared_dir: str | os.PathLike,
+    models_dir: str | os.PathLike,
+    predictions_dir: str | os.PathLike,
+    eval_cfg: Mapping,
+) -> Evaluation:
+    """Score every checkpoint under ``models_dir``; write the predicted masks.
+
+    Every checkpoint is checked against the prepared data before any prediction. With
+    cross-validated data only ``<loss>/seed<k>/fold<f>/model.pt`` are evaluated, each on its
+    fold's test patients.
+    """
+    settings = EvalSettings.from_mapping(eval_cfg)
+    meta = load_meta(prepared_dir)
+    units = scoring.units(meta, settings.nsd_tolerance)
+    checkpoints = find_checkpoints(models_dir, folds=n_folds(meta) >= 2)
+    torch.set_num_threads(settings.num_threads)
+    device = resolve_device(settings.device)
+    loaded = load_models(checkpoints, meta, device)
+    folds: dict[int | None, FoldData] = {}
+    results = []
+    with atomic_path(predictions_dir) as pred_dir:
+        pred_dir.mkdir()
+        for ckpt, model, state in loaded:
+            if ckpt.fold not in folds:
+                folds = {ckpt.fold: FoldData.load(prepared_dir, ckpt.fold)}  # one fold in memory
+            data = folds[ckpt.fold]
+            results.append(
+                _score_model(ckpt, model, state, data, settings, units, device, pred_dir)
+            )
+    return Evaluation(results, meta, units, Path(predictions_dir))
+
+
+def write_outputs(
+    evaluation: Evaluation, metrics_dir: str | os.PathLike, plots_dir: str | os.PathLike
+) -> dict[str, Path]:
+    """Write every table, ``summary.json`` and the plot tables; return the paths by name
+    (``predictions``: the folder :func:`score_models` wrote)."""
+    tables = join_tables(
+        [m.tables for m in evaluation.models], [m.per_model for m in evaluation.models]
+    )
+    paths = write_tables(tables, evaluation.units, Path(metrics_dir), Path(plots_dir))
+    return paths | {"predictions": evaluation.predictions}
+
+
+def evaluate(
+    prepared_dir: str | os.PathLike,
+    models_dir: str | os.PathLike,
+    predictions_dir: str | os.PathLike,
+    metrics_dir: str | os.PathLike,
+    plots_dir: str | os.PathLike,
+    eval_cfg: Mapping,
+) -> dict[str, Path]:
+    """:func:`score_models` then :func:`write_outputs`, for callers that log nothing."""
+    evaluation = score_models(prepared_dir, models_dir, predictions_dir, eval_cfg)
+    return write_outputs(evaluation, metrics_dir, plots_dir)
