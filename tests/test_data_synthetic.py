@@ -15,7 +15,7 @@ from segloss.data.card import calibration, slice_table
 from segloss.data.synthetic import SyntheticSettings, generate
 from segloss.errors import DataError
 
-SMALL = SyntheticSettings(n_patients=4, seed=0, size=64)
+SMALL = SyntheticSettings(n_patients=4, seed=0, size=64, n_slices=(20, 24))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,9 @@ def test_same_seed_gives_identical_bytes(tmp_path: Path):
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
     assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
-    other, _ = generate(tmp_path / "c", SyntheticSettings(n_patients=2, seed=4, size=32))
+    other, _ = generate(
+        tmp_path / "c", SyntheticSettings(n_patients=2, seed=4, size=32, n_slices=(20, 24))
+    )
     assert other.name != first.name  # the cache key follows the settings
 
 
@@ -62,7 +64,7 @@ def test_cached_set_is_reused_never_regenerated(small_set: Path):
 
 
 def test_incomplete_cache_folder_is_an_error(tmp_path: Path):
-    settings = SyntheticSettings(n_patients=1, size=32)
+    settings = SyntheticSettings(n_patients=1, seed=0, size=32, n_slices=(20, 24))
     (tmp_path / settings.key()).mkdir()
     with pytest.raises(DataError, match="incomplete synthetic data folder"):
         generate(tmp_path, settings)

@@ -74,18 +74,22 @@ def test_prepare_reads_the_kaggle_zip_itself(tmp_path):
     data = {
         "source": "lgg",
         "root": str(archive),
+        "download": False,
         "cache": str(tmp_path / "cache"),
         "image_size": 8,
         "seed": 0,
         "split": {"train": 0.34, "val": 0.33, "test": 0.33},
     }
-    result = prepare(data, tmp_path / "prepared", tmp_path / "reports")
+    cv = {"folds": 1, "val_fraction": 0.2, "fold": None}
+    result = prepare(data, tmp_path / "prepared", tmp_path / "reports", cv)
     assert result.calibration["patients"] == 3 and result.calibration["slices"] == 9
     (unpacked,) = (tmp_path / "cache").iterdir()
     assert unpacked.name.startswith("archive-")
     # only the patients' TIFFs came out of the zip: no data.csv, no README
     assert not list(unpacked.rglob("*.csv")) and not list(unpacked.rglob("*.md"))
-    assert sources.resolve_root(data) == unpacked  # unpacked once, then reused
+    assert (
+        sources.resolve_root(archive, data["cache"], fetch=False) == unpacked
+    )  # unpacked once, then reused
 
 
 def test_a_zip_that_is_not_the_lgg_set_is_refused(tmp_path):
@@ -93,9 +97,8 @@ def test_a_zip_that_is_not_the_lgg_set_is_refused(tmp_path):
     other.mkdir()
     (other / "notes.txt").write_text("hello")
     archive = zip_folder(other, tmp_path / "other.zip")
-    cfg = {"root": str(archive), "cache": str(tmp_path / "cache")}
     with pytest.raises(DataError, match=r"other\.zip: not the Kaggle LGG set"):
-        sources.resolve_root(cfg)
+        sources.resolve_root(archive, tmp_path / "cache", fetch=False)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
@@ -105,14 +108,13 @@ def test_a_corrupt_zip_is_one_line_and_leaves_no_cache(tmp_path):
     middle = len(data) // 2
     data[middle : middle + 400] = bytes(400)  # damage member data, keep the directory
     archive.write_bytes(bytes(data))
-    cfg = {"root": str(archive), "cache": str(tmp_path / "cache")}
     with pytest.raises(DataError, match="archive.zip: ") as caught:
-        sources.resolve_root(cfg)
+        sources.resolve_root(archive, tmp_path / "cache", fetch=False)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
     (tmp_path / "junk.zip").write_bytes(b"not a zip at all")
     with pytest.raises(DataError, match="junk.zip: not a zip archive"):
-        sources.resolve_root({"root": str(tmp_path / "junk.zip")})
+        sources.resolve_root(tmp_path / "junk.zip", tmp_path / "cache", fetch=False)
 
 
 def test_download_failure_says_how_to_download_by_hand_and_writes_nothing(tmp_path):

@@ -18,6 +18,7 @@ from segloss.errors import ConfigError, SeglossError
 from segloss.training import output_dir
 
 REPO = Path(__file__).resolve().parents[1]
+CV = {"folds": 1, "val_fraction": 0.2, "fold": None}
 LGG_REAL = REPO.parent / "shared" / "data" / "lgg_real"
 
 
@@ -76,11 +77,12 @@ def test_folds_are_seeded():
         ({"folds": 11}, 10, "cv.folds=11 is more than the 10 patients"),
         ({"folds": 2}, 2, "leaves fewer than 2 patients"),
         ({"folds": 3, "val_fraction": 1.0}, 10, "cv.val_fraction=1.0 must be a number in (0, 1)"),
+        ({"fold": -1}, 10, "cv.fold=-1 must be an integer >= 0 or null"),
     ],
 )
 def test_bad_cv_settings_are_one_line_errors(cv, n, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        check_cv(cv, n)
+        check_cv(CV | cv, n)
 
 
 def test_sweep_values_follow_cv_folds():
@@ -123,7 +125,8 @@ def cv_prepared(tmp_path_factory) -> tuple[Path, Path]:
         "seed": 0,
         "split": {"train": 0.6, "val": 0.15, "test": 0.25},
     }
-    result = prepare(data, tmp / "prepared", tmp / "reports", {"folds": 3, "val_fraction": 0.25})
+    cv = {"folds": 3, "val_fraction": 0.25, "fold": None}
+    result = prepare(data, tmp / "prepared", tmp / "reports", cv)
     return result.prepared, result.source_dir
 
 
@@ -201,8 +204,9 @@ def real_three(tmp_path_factory) -> Path:
 
 def test_real_patients_each_tested_once_at_native_size(real_three, tmp_path):
     data = {"source": "lgg", "root": str(real_three), "image_size": 32, "seed": 0}
-    data["split"] = {"train": 0.6, "val": 0.15, "test": 0.25}
-    prepared = prepare(data, tmp_path / "prepared", tmp_path / "reports", {"folds": 3}).prepared
+    data |= {"download": False, "cache": str(tmp_path / "cache")}
+    cv = {"folds": 3, "val_fraction": 0.2, "fold": None}
+    prepared = prepare(data, tmp_path / "prepared", tmp_path / "reports", cv).prepared
     meta = load_meta(prepared)
     assert meta["native_size"] == [256, 256] and meta["pixel_spacing_mm"] is None
     tested = [p for f in range(3) for p in fold_splits(meta, f)["test"]]

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 import pytest
 import segmentation_models_pytorch as smp
 import torch
-import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from segloss.errors import ConfigError
-from segloss.losses import LOSSES, build_loss
+from segloss.losses import build_loss, known_losses
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
+CONF = Path(__file__).resolve().parents[1] / "conf"
+LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))
+
+
+@functools.cache
+def _composed(name: str) -> dict:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"loss={name}"])
+    return OmegaConf.to_container(cfg.loss, resolve=True)
 
 
 def config(name: str, **overrides) -> dict:
-    return {**yaml.safe_load((CONF / f"{name}.yaml").read_text()), **overrides}
+    """The ``loss`` node that ``loss=<name>`` composes (its schema's _target_ included)."""
+    return {**_composed(name), **overrides}
 
 
 def square_target(n: int = 2, size: int = 8) -> torch.Tensor:
@@ -26,23 +37,39 @@ def square_target(n: int = 2, size: int = 8) -> torch.Tensor:
     return target
 
 
-def test_every_config_file_builds_its_loss():
-    names = sorted(p.stem for p in CONF.glob("*.yaml"))
-    assert names == sorted(LOSSES)
-    for name in names:
+def test_every_config_file_builds_its_loss_through_its_target():
+    targets = set()
+    for name in LOSSES:
         cfg = config(name)
         assert cfg["name"] == name
-        assert isinstance(build_loss(cfg), torch.nn.Module)
+        loss = build_loss(cfg)
+        assert f"{type(loss).__module__}.{type(loss).__name__}" == cfg["_target_"]
+        targets.add(cfg["_target_"])
+    assert targets == set(known_losses())  # every loss class has its conf/loss option
 
 
-def test_unknown_name_lists_the_known_losses():
-    with pytest.raises(ConfigError, match="bce, dice, bce_dice"):
-        build_loss({"name": "dicee"})
+def test_unknown_target_lists_the_known_losses():
+    with pytest.raises(ConfigError, match=r"known: segloss\.losses\.BCELoss, .*DiceLoss"):
+        build_loss({"name": "dicee", "_target_": "segloss.losses.DiceeLoss"})
+    with pytest.raises(ConfigError, match="not a known loss"):
+        build_loss({"name": "dice"})  # a mapping without its schema's _target_
 
 
-def test_unknown_option_is_named():
+def test_unknown_loss_option_on_the_command_line_fails_at_composition():
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with pytest.raises(MissingConfigException, match="bce_dice"):
+            compose("config", overrides=["loss=dicee"])  # Hydra lists the options
+        with pytest.raises(ConfigCompositionException, match="loss.smoth"):
+            compose("config", overrides=["loss=dice", "loss.smoth=1.0"])
+
+
+def test_unknown_or_missing_option_is_named():
     with pytest.raises(ConfigError, match="smoth"):
-        build_loss({"name": "dice", "smoth": 1.0})
+        build_loss(config("dice", smoth=1.0))
+    with pytest.raises(ConfigError, match="smooth not set"):
+        build_loss({k: v for k, v in config("dice").items() if k != "smooth"})
 
 
 @pytest.mark.parametrize(
@@ -56,12 +83,12 @@ def test_unknown_option_is_named():
 )
 def test_bad_options_fail_as_config_errors(cfg):
     with pytest.raises(ConfigError):
-        build_loss(cfg)
+        build_loss({**config(cfg["name"]), **cfg})
 
 
 def test_shape_mismatch_is_a_value_error():
     with pytest.raises(ValueError, match="same shape"):
-        build_loss({"name": "bce"})(torch.zeros(2, 1, 8, 8), torch.zeros(2, 8, 8))
+        build_loss(config("bce"))(torch.zeros(2, 1, 8, 8), torch.zeros(2, 8, 8))
 
 
 def test_bce_hand_values_and_pos_weight_broadcast():
@@ -109,8 +136,8 @@ def test_bce_dice_is_exactly_the_weighted_sum_of_its_parts():
     g = square_target(3)
     opts = {"reduction": "batch", "smooth": 0.5, "pos_weight": 2.0}
     combined = build_loss(config("bce_dice", w_bce=0.3, w_dice=2.0, **opts))(x, g)
-    bce = build_loss({"name": "bce", "pos_weight": 2.0})(x, g)
-    dice = build_loss({"name": "dice", "reduction": "batch", "smooth": 0.5})(x, g)
+    bce = build_loss(config("bce", pos_weight=2.0))(x, g)
+    dice = build_loss(config("dice", reduction="batch", smooth=0.5))(x, g)
     assert combined.item() == pytest.approx((0.3 * bce + 2.0 * dice).item(), rel=1e-6)
 
 
@@ -132,7 +159,7 @@ def test_tversky_beta_weighs_false_negatives():
 
 def test_focal_without_focusing_is_bce():
     x, g = torch.randn(2, 1, 8, 8), square_target()
-    focal = build_loss({"name": "focal", "alpha": None, "gamma": 0.0})(x, g)
+    focal = build_loss(config("focal", alpha=None, gamma=0.0))(x, g)
     assert focal.item() == pytest.approx(build_loss(config("bce"))(x, g).item(), rel=1e-6)
     confident_fp = torch.full_like(g, 3.0)
     assert build_loss(config("focal"))(confident_fp, torch.zeros_like(g)).item() > 0
@@ -146,7 +173,7 @@ def test_lovasz_on_an_empty_target_penalises_the_worst_false_positive():
     assert build_loss(config("lovasz"))(logits - 2.0, empty).item() == 0.0
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("name", LOSSES)
 def test_extreme_logits_give_finite_float32_losses_and_gradients(name):
     g = square_target()
     g[1] = 0

@@ -17,6 +17,8 @@ from segloss.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = {"train": 0.6, "val": 0.15, "test": 0.25}
+CV = {"folds": 1, "val_fraction": 0.2, "fold": None}
+LGG = {"source": "lgg", "download": False, "cache": "unused", "seed": 0, "split": SPLIT}
 
 
 def synthetic_cfg(cache: Path, **overrides) -> dict:
@@ -37,7 +39,7 @@ def synthetic_cfg(cache: Path, **overrides) -> dict:
 @pytest.fixture(scope="module")
 def prepared_synthetic(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("prep")
-    result = prepare(synthetic_cfg(base / "cache"), base / "prepared", base / "reports")
+    result = prepare(synthetic_cfg(base / "cache"), base / "prepared", base / "reports", CV)
     assert result.generated and result.prepared == base / "prepared"
     return base
 
@@ -75,7 +77,7 @@ def test_data_card(prepared_synthetic: Path):
 
 def test_second_run_reuses_the_generated_data(prepared_synthetic: Path):
     base = prepared_synthetic
-    result = prepare(synthetic_cfg(base / "cache"), base / "again", base / "reports2")
+    result = prepare(synthetic_cfg(base / "cache"), base / "again", base / "reports2", CV)
     assert not result.generated
     assert load_meta(base / "again")["data_hash"] == load_meta(base / "prepared")["data_hash"]
 
@@ -93,8 +95,8 @@ def test_masks_stay_binary_and_normalisation_uses_the_percentile_window():
 
 
 def test_real_sample(lgg_sample: Path, tmp_path: Path):
-    cfg = {"source": "lgg", "root": str(lgg_sample), "image_size": 64, "seed": 0, "split": SPLIT}
-    result = prepare(cfg, tmp_path / "prepared", tmp_path / "reports")
+    cfg = LGG | {"root": str(lgg_sample), "image_size": 64}
+    result = prepare(cfg, tmp_path / "prepared", tmp_path / "reports", CV)
     manifest = load_manifest(result.prepared)
     assert len(manifest) == 238
     folders = sorted(p.name for p in (lgg_sample / "kaggle_3m").iterdir() if p.is_dir())
@@ -118,7 +120,7 @@ def test_real_sample(lgg_sample: Path, tmp_path: Path):
 )
 def test_bad_settings_fail_before_anything_is_written(tmp_path: Path, overrides, setting):
     with pytest.raises(ConfigError, match=setting.replace(".", r"\.")):
-        prepare(synthetic_cfg(tmp_path / "c", **overrides), tmp_path / "out", tmp_path / "r")
+        prepare(synthetic_cfg(tmp_path / "c", **overrides), tmp_path / "out", tmp_path / "r", CV)
     assert not (tmp_path / "out").exists() and not (tmp_path / "c").exists()
 
 
@@ -126,9 +128,9 @@ def test_bad_file_leaves_no_prepared_folder(tmp_path: Path):
     write_fake_patient(tmp_path, "TCGA_XX_0001_20000101")
     bad = write_fake_patient(tmp_path, "TCGA_XX_0002_20000101") / "TCGA_XX_0002_20000101_3.tif"
     bad.write_bytes(b"II*\x00")
-    cfg = {"source": "lgg", "root": str(tmp_path), "image_size": 8, "seed": 0, "split": SPLIT}
+    cfg = LGG | {"root": str(tmp_path), "image_size": 8}
     with pytest.raises(DataError, match="TCGA_XX_0002_20000101_3.tif"):
-        prepare(cfg, tmp_path / "prepared", tmp_path / "reports")
+        prepare(cfg, tmp_path / "prepared", tmp_path / "reports", CV)
     assert not (tmp_path / "prepared").exists()
 
 

@@ -1,23 +1,91 @@
-"""Helpers shared by the Hydra entry points in ``pipelines/``."""
+"""Helpers shared by the Hydra entry points in ``pipelines/``.
+
+Importing this module (every entry point does) registers the config schemas
+(:func:`segloss.config.register`), the ``segloss_folds`` resolver, and makes Hydra report a
+composition error (an unknown key or group option, a wrong type) as one ``error:`` line with
+exit status 2, as :func:`one_line_errors` does for a :class:`SeglossError`.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from segloss import config
 from segloss.data.folds import register_resolver
 from segloss.errors import SeglossError
 
 T = TypeVar("T")
 
+config.register()
 # ``${segloss_folds:${cv.folds}}`` in conf/config.yaml's sweep: every entry point imports this.
 register_resolver()
 
 
+def one_line(exc: BaseException) -> str:
+    """Hydra's multi-line composition error as one line: what failed, then why (the first
+    line of the OmegaConf error: ``Key 'epochz' not in 'TrainConfig'``), and its
+    ``full_key``; for an unknown group option, the options there are."""
+    text = str(exc) + (f"\n{exc.__cause__}" if exc.__cause__ is not None else "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "Available options" in text:
+        # the options, less the schemas (base_<name>: segloss.config) and the search path
+        skip = ("Config search", "provider=", "base_")
+        options = [line for line in lines[1:] if not line.startswith(skip)]
+        return f"{lines[0]}; {options[0]} {', '.join(options[1:])}" if options else lines[0]
+    detail = ("full_key:", "reference_type=", "object_type=", "To append")
+    said = [line.rstrip(".:") for line in lines if not line.startswith(detail)][:2]
+    key = next((line for line in lines if line.startswith("full_key:")), "")
+    return ": ".join(said) + (f" ({key})" if key else "")
+
+
+def _composition_errors() -> tuple[type[BaseException], ...]:
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+
+    return ConfigCompositionException, MissingConfigException, OverrideParseException
+
+
+def _report_composition_errors() -> None:
+    """Wrap Hydra's ``run_and_report`` (what ``@hydra.main`` runs composition and the job in)
+    so that a composition error is one ``error:`` line and exit status 2;
+    ``HYDRA_FULL_ERROR=1`` keeps Hydra's own report. Anything else: Hydra's, unchanged."""
+    from hydra._internal import utils
+
+    original = utils.run_and_report
+    if getattr(original, "segloss", False):
+        return
+
+    def run_and_report(func: Any) -> Any:
+        def guarded() -> Any:
+            try:
+                return func()
+            except _composition_errors() as exc:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"error: {one_line(exc)}", file=sys.stderr)
+                sys.exit(2)
+
+        return original(guarded)
+
+    run_and_report.segloss = True
+    utils.run_and_report = run_and_report
+
+
+_report_composition_errors()
+
+
 def one_line_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Print a :class:`SeglossError` as ``error: <message>`` and exit with status 2.
+    """Check the composed config (:func:`segloss.config.validate`: every range check), then
+    run ``fn``; a :class:`SeglossError` is printed as ``error: <message>``, exit status 2.
 
     Apply it under ``@hydra.main`` so Hydra's long traceback is kept for real bugs only.
     """
@@ -25,6 +93,8 @@ def one_line_errors(fn: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            if args:
+                config.validate(args[0])
             return fn(*args, **kwargs)
         except SeglossError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,8 @@
-"""Segmentation losses picked by name: every loss takes logits ``(N,1,H,W)`` and a binary target.
+"""Segmentation losses: every loss takes logits ``(N,1,H,W)`` and a binary target.
+
+:func:`build_loss` builds the class that ``loss._target_`` names (set by the loss's schema
+in :mod:`segloss.config.loss`) with the loss's options; the options have no defaults here
+(their values: conf/loss/<name>.yaml).
 
 All losses compute in float32 with autocast off, so a mixed-precision forward pass cannot
 round a sum of 16k probabilities or a log-sigmoid. Overlap losses (Dice, Tversky) are
@@ -9,7 +13,7 @@ positives; see README "Losses and metrics" for each loss's empty-target behaviou
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import segmentation_models_pytorch as smp
@@ -41,7 +45,7 @@ class LogitLoss(nn.Module):
 class BCELoss(LogitLoss):
     """Binary cross-entropy with logits; ``pos_weight`` multiplies the loss of tumour pixels."""
 
-    def __init__(self, pos_weight: float | None = None) -> None:
+    def __init__(self, pos_weight: float | None) -> None:
         super().__init__()
         if pos_weight is not None and not pos_weight > 0:
             raise ConfigError(f"loss.pos_weight must be > 0 or null, got {pos_weight}")
@@ -86,7 +90,7 @@ class DiceLoss(LogitLoss):
     ``1 - s / (sum(p) + s)``, zero only when nothing is predicted.
     """
 
-    def __init__(self, reduction: str = "image", smooth: float = 1.0) -> None:
+    def __init__(self, reduction: str, smooth: float) -> None:
         super().__init__()
         _check_overlap_options(reduction, smooth)
         self.reduction = reduction
@@ -106,9 +110,7 @@ class TverskyLoss(LogitLoss):
     zero loss on empty targets.
     """
 
-    def __init__(
-        self, alpha: float = 0.3, beta: float = 0.7, reduction: str = "image", smooth: float = 1.0
-    ) -> None:
+    def __init__(self, alpha: float, beta: float, reduction: str, smooth: float) -> None:
         super().__init__()
         _check_overlap_options(reduction, smooth)
         if alpha < 0 or beta < 0 or alpha + beta == 0:
@@ -124,15 +126,16 @@ class TverskyLoss(LogitLoss):
 
 
 class BCEDiceLoss(LogitLoss):
-    """``w_bce * BCE + w_dice * Dice`` (1:1 by default, as in nnU-Net and the source article)."""
+    """``w_bce * BCE + w_dice * Dice`` (1:1 in conf/loss/bce_dice.yaml, as in nnU-Net and the
+    source article)."""
 
     def __init__(
         self,
-        w_bce: float = 1.0,
-        w_dice: float = 1.0,
-        reduction: str = "image",
-        smooth: float = 1.0,
-        pos_weight: float | None = None,
+        w_bce: float,
+        w_dice: float,
+        reduction: str,
+        smooth: float,
+        pos_weight: float | None,
     ) -> None:
         super().__init__()
         if w_bce < 0 or w_dice < 0:
@@ -153,7 +156,7 @@ class FocalLoss(LogitLoss):
     A per-pixel loss, so empty targets need no special case: every false positive counts.
     """
 
-    def __init__(self, alpha: float | None = None, gamma: float = 2.0) -> None:
+    def __init__(self, alpha: float | None, gamma: float) -> None:
         super().__init__()
         if alpha is not None and not 0 <= alpha <= 1:
             raise ConfigError(f"loss.alpha must be in [0, 1] or null, got {alpha}")
@@ -172,7 +175,7 @@ class LovaszLoss(LogitLoss):
     positive is penalised until every logit is below -1.
     """
 
-    def __init__(self, per_image: bool = True) -> None:
+    def __init__(self, per_image: bool) -> None:
         super().__init__()
         self.inner = smp.losses.LovaszLoss("binary", per_image=bool(per_image))
 
@@ -180,28 +183,29 @@ class LovaszLoss(LogitLoss):
         return self.inner(logits, target)
 
 
-LOSSES: dict[str, Callable[..., LogitLoss]] = {
-    "bce": BCELoss,
-    "dice": DiceLoss,
-    "bce_dice": BCEDiceLoss,
-    "focal": FocalLoss,
-    "tversky": TverskyLoss,
-    "lovasz": LovaszLoss,
-}
+def known_losses() -> dict[str, type[LogitLoss]]:
+    """The classes a ``_target_`` may name: ``segloss.losses.<class>`` -> class."""
+    return {f"{__name__}.{cls.__name__}": cls for cls in LogitLoss.__subclasses__()}
 
 
 def build_loss(loss_cfg: Mapping[str, Any]) -> nn.Module:
-    """The loss named by ``loss_cfg["name"]``, built with the remaining keys as options."""
-    options = dict(loss_cfg)
-    name = options.pop("name", None)
-    if name not in LOSSES:
-        raise ConfigError(f"loss.name {name!r} is not a known loss; known: {', '.join(LOSSES)}")
-    factory = LOSSES[name]
-    accepted = inspect.signature(factory).parameters
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
+    """The loss ``loss_cfg["_target_"]`` names, built with the other keys (less ``name``,
+    which labels the models' folder and the report's rows) as its options."""
+    options = {k: v for k, v in dict(loss_cfg).items() if k not in ("name", "_target_")}
+    name, target, known = loss_cfg.get("name"), loss_cfg.get("_target_"), known_losses()
+    if target not in known:
+        raise ConfigError(
+            f"loss {name!r}: _target_ {target!r} is not a known loss; known: "
+            f"{', '.join(known)} (conf/loss/<name>.yaml picks one)"
+        )
+    accepted = inspect.signature(known[target]).parameters
+    if unknown := sorted(set(options) - set(accepted)):
         raise ConfigError(
             f"loss {name!r} has no option(s) {', '.join(unknown)}; it accepts: "
             f"{', '.join(accepted) or 'none'}"
         )
-    return factory(**options)
+    if missing := sorted(set(accepted) - set(options)):
+        raise ConfigError(f"loss {name!r}: option(s) {', '.join(missing)} not set")
+    # The class itself, not hydra.utils.instantiate: that wraps a loss's own ConfigError
+    # (smooth <= 0, ...) in an InstantiationException, which would lose the one-line error.
+    return known[target](**options)

@@ -17,18 +17,17 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from segloss.config import CvConfig, from_mapping
 from segloss.errors import ConfigError
 
 ROLES = ("train", "val", "test")
 
 
-def check_cv(cfg: Mapping, n_patients: int | None = None) -> tuple[int, float]:
-    """``(folds, val_fraction)`` from the ``cv`` config; ConfigError naming the setting."""
-    folds, val = cfg.get("folds", 1), cfg.get("val_fraction", 0.2)
-    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 1:
-        raise ConfigError(f"cv.folds={folds!r} must be an integer >= 1 (1: no cross-validation)")
-    if isinstance(val, bool) or not isinstance(val, int | float) or not 0 < val < 1:
-        raise ConfigError(f"cv.val_fraction={val!r} must be a number in (0, 1)")
+def check_cv(cfg: Mapping, n_patients: int | None = None) -> CvConfig:
+    """The ``cv`` config checked against its schema (:class:`segloss.config.CvConfig`) and,
+    given ``n_patients``, against the patients there are; ConfigError naming the setting."""
+    cv = from_mapping(CvConfig, cfg, "cv")
+    folds = cv.folds
     if n_patients is not None and folds > 1:
         if folds > n_patients:
             raise ConfigError(f"cv.folds={folds} is more than the {n_patients} patients")
@@ -37,7 +36,7 @@ def check_cv(cfg: Mapping, n_patients: int | None = None) -> tuple[int, float]:
                 f"cv.folds={folds} with {n_patients} patients leaves fewer than 2 patients "
                 "outside a test fold (one to train, one to validate)"
             )
-    return folds, float(val)
+    return cv
 
 
 def _burden_order(burden: Mapping[str, float], stratum: int, rng: np.random.Generator) -> list:

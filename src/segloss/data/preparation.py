@@ -1,6 +1,7 @@
 """The prepare stage: source -> normalise -> resize -> patient split -> prepared arrays -> card.
 
-Middle floor: takes the ``data`` config as a plain mapping and the output paths. Every input
+Middle floor: takes the ``data`` and ``cv`` configs as plain mappings (checked against their
+schemas, :mod:`segloss.config`) and the output paths. Every input
 file is read and validated before anything is written, and the prepared folder is written
 atomically, so a bad input leaves no partial ``data/prepared``.
 """
@@ -17,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from segloss import config
 from segloss.data import card, kaggle, sources, synthetic
 from segloss.data.folds import check_cv, fold_roles
 from segloss.data.prepared import (
@@ -31,7 +33,6 @@ from segloss.data.split import split_counts, split_patients
 from segloss.errors import ConfigError, DataError
 from segloss.io import write_text
 
-SOURCES = ("synthetic", "lgg")
 NORMALISATION = (
     "per patient and channel: percentiles {low:g} and {high:g} of the patient's non-zero "
     "voxels in that channel (native resolution) mapped linearly to 0..255 and clipped; then "
@@ -51,22 +52,6 @@ class PrepareResult:
     seconds: dict[str, float]
 
 
-def _require(cfg: Mapping, key: str, kind: type, minimum: float | None = None):
-    value = cfg.get(key)
-    if value is None or value == "???":
-        raise ConfigError(f"data.{key} is not set")
-    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
-        # int(7.5) would silently train at 7 pixels: only whole numbers are sizes and counts
-        raise ConfigError(f"data.{key}={value!r} must be an integer")
-    try:
-        value = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"data.{key}={cfg.get(key)!r} is not a {kind.__name__}") from None
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"data.{key}={value} must be >= {minimum}")
-    return value
-
-
 def _check_size(size: int, native: int, source: str) -> None:
     """Area resizing only shrinks: ``data.image_size`` above the scans' size is an error (and
     a huge one would otherwise fail deep inside the allocator)."""
@@ -77,16 +62,13 @@ def _check_size(size: int, native: int, source: str) -> None:
         )
 
 
-def synthetic_settings(cfg: Mapping) -> synthetic.SyntheticSettings:
-    """Validated generator settings from the ``data`` config."""
-    slices = cfg.get("n_slices", (20, 24))
-    if len(slices) != 2 or not 1 <= int(slices[0]) <= int(slices[1]):
-        raise ConfigError(f"data.n_slices={list(slices)} must be [min, max] with 1 <= min <= max")
+def synthetic_settings(data: config.SyntheticData) -> synthetic.SyntheticSettings:
+    """The generator's settings from the (validated) ``data`` settings."""
     return synthetic.SyntheticSettings(
-        n_patients=_require(cfg, "n_patients", int, 3),
-        seed=_require(cfg, "seed", int),
-        size=_require(cfg, "tiff_size", int, 16),
-        n_slices=(int(slices[0]), int(slices[1])),
+        n_patients=data.n_patients,
+        seed=data.seed,
+        size=data.tiff_size,
+        n_slices=(int(data.n_slices[0]), int(data.n_slices[1])),
     )
 
 
@@ -147,37 +129,37 @@ def _check_native(patient: kaggle.Patient, native: tuple[int, int] | None) -> tu
 
 
 def prepare(
-    cfg: Mapping, prepared_dir: str | Path, reports_dir: str | Path, cv: Mapping | None = None
+    cfg: Mapping, prepared_dir: str | Path, reports_dir: str | Path, cv: Mapping
 ) -> PrepareResult:
-    """Run the whole stage for the ``data`` config ``cfg`` (and the ``cv`` config: folds)."""
+    """Run the whole stage for the ``data`` config ``cfg`` and the ``cv`` config (folds).
+
+    Both are checked against their schemas first (:mod:`segloss.config`): ranges, and the
+    shared data settings' defaults where ``cfg`` leaves them out.
+    """
     started = time.perf_counter()
-    folds, val_fraction = check_cv(cv or {})
-    source = cfg.get("source")
-    if source not in SOURCES:
-        raise ConfigError(f"data.source={source!r}: expected one of {', '.join(SOURCES)}")
-    root = cfg.get("root")
-    if root in (None, "", "???") and not (source == "lgg" and cfg.get("download")):
+    data = config.data_config(cfg)
+    cv_cfg = check_cv(cv)
+    folds, val_fraction = cv_cfg.folds, cv_cfg.val_fraction
+    download = isinstance(data, config.LggData) and data.download
+    if not config.is_set(data.root) and not download:
         raise ConfigError(
             "data.root is not set: pass data.root=<kaggle_3m folder, its parent or the Kaggle "
             "zip> (or data.download=true)"
         )
-    size = _require(cfg, "image_size", int, 8)
-    seed = _require(cfg, "seed", int)
-    fractions = dict(cfg.get("split") or {})
-    norm = dict(cfg.get("normalise") or {"low": 1.0, "high": 99.0})
-    if not 0 <= float(norm["low"]) < float(norm["high"]) <= 100:
-        raise ConfigError(f"data.normalise={norm}: need 0 <= low < high <= 100")
+    source, size, seed = data.source, data.image_size, data.seed
+    fractions = config.plain(data.split)
+    norm = config.plain(data.normalise)
     generated, spacing = False, None
-    if source == "synthetic":
-        settings = synthetic_settings(cfg)
+    if isinstance(data, config.SyntheticData):
+        settings = synthetic_settings(data)
         _check_size(size, settings.size, f"data.tiff_size={settings.size}")
         if folds < 2:
             split_counts(settings.n_patients, fractions)  # fail before a long generation
-        check_cv(cv or {}, settings.n_patients)
-        source_dir, generated = synthetic.generate(root, settings)
+        check_cv(cv, settings.n_patients)
+        source_dir, generated = synthetic.generate(data.root, settings)
         spacing = synthetic.FOV_MM / settings.size  # mm per native pixel
     else:
-        source_dir = sources.resolve_root(cfg)
+        source_dir = sources.resolve_root(data.root, data.cache, fetch=data.download)
     generation = time.perf_counter() - started
 
     patients, tables, native = {}, [], None
@@ -207,7 +189,7 @@ def prepare(
         "cv": {"folds": folds, "seed": seed, "val_fraction": val_fraction},
     }
     if folds >= 2:
-        check_cv(cv or {}, len(patients))
+        check_cv(cv, len(patients))
         meta["folds"] = fold_roles(burden, folds, seed, val_fraction)
         splits = {POOL: _split(patients, sorted(patients))}
         test_masks = splits[POOL].masks

@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from segloss.config.data import SPLITS
 from segloss.errors import DataError, SeglossError
 from segloss.io import atomic_path
 
-SPLITS = ("train", "val", "test")
 POOL = "all"  # the one split of a cross-validated folder
 MANIFEST_COLUMNS = ["patient", "slice", "split", "tumour_pixels", "height", "width", "index"]
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from segloss.errors import DataError
@@ -128,13 +127,16 @@ def patient_folders(root: str | Path) -> list[Path]:
     return [chosen[name] for name in sorted(chosen)]
 
 
-def resolve_root(cfg: Mapping) -> Path:
-    """The folder to read for the ``data`` config: downloaded, unpacked from a zip, or as is."""
-    root = download() if cfg.get("download") else Path(str(cfg.get("root")))
-    if root.is_file():
-        if not zipfile.is_zipfile(root):
-            raise DataError(f"{root}: not a zip archive nor a folder; {BY_HAND}")
-        root = unpack_zip(root, Path(str(cfg.get("cache") or "data/kaggle_cache")))
-    if not root.exists():
-        raise DataError(f"{root}: data root not found (expected a kaggle_3m folder or its parent)")
-    return root
+def resolve_root(root: str | Path, cache: str | Path, *, fetch: bool) -> Path:
+    """The folder to read: downloaded (``fetch``: ``data.download``), unpacked from a zip
+    into ``cache`` (``data.cache``), or ``root`` (``data.root``) as it is."""
+    folder = download() if fetch else Path(str(root))
+    if folder.is_file():
+        if not zipfile.is_zipfile(folder):
+            raise DataError(f"{folder}: not a zip archive nor a folder; {BY_HAND}")
+        folder = unpack_zip(folder, Path(str(cache)))
+    if not folder.exists():
+        raise DataError(
+            f"{folder}: data root not found (expected a kaggle_3m folder or its parent)"
+        )
+    return folder

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from segloss.config.data import check_fractions
 from segloss.data.prepared import SPLITS
 from segloss.errors import ConfigError
 
@@ -18,11 +19,8 @@ def split_counts(
     n_patients: int, fractions: Mapping[str, float], setting: str = "data.split"
 ) -> dict[str, int]:
     """Patients per split (largest remainder); every split gets at least one patient."""
-    if set(fractions) != set(SPLITS):
-        raise ConfigError(f"{setting}: expected keys {', '.join(SPLITS)}, got {sorted(fractions)}")
+    check_fractions(fractions, setting)
     values = np.array([float(fractions[name]) for name in SPLITS])
-    if (values < 0).any() or abs(values.sum() - 1.0) > 1e-6:
-        raise ConfigError(f"{setting}: fractions {dict(fractions)} must be >= 0 and sum to 1")
     exact = values * n_patients
     counts = np.floor(exact).astype(int)
     counts[np.argsort(-(exact - counts), kind="stable")[: n_patients - counts.sum()]] += 1

@@ -72,12 +72,13 @@ D. L. Collins et al., NeuroImage (1999). http://www.bic.mni.mcgill.ca/ServicesAt
 
 @dataclass(frozen=True)
 class SyntheticSettings:
-    """Everything the output depends on; its hash names the cache folder."""
+    """Everything the output depends on; its hash names the cache folder. The prepare stage
+    fills it from the ``data`` config (conf/data/synthetic.yaml)."""
 
-    n_patients: int = 40
-    seed: int = 0
-    size: int = 256  # pixels per side of the written TIFFs
-    n_slices: tuple[int, int] = (20, 24)  # slices per patient, inclusive range
+    n_patients: int
+    seed: int
+    size: int  # pixels per side of the written TIFFs (data.tiff_size)
+    n_slices: tuple[int, int]  # slices per patient, inclusive range
 
     def key(self) -> str:
         payload = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)

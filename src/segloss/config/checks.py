@@ -1,0 +1,78 @@
+"""Helpers of the schema: value tests, the one-line error, and mapping -> dataclass.
+
+Range checks live in each schema's ``__post_init__`` and raise :class:`ConfigError` with the
+setting's name. OmegaConf does not run ``__post_init__`` at composition (it reads the fields
+of the class), so :func:`from_mapping` builds the dataclass from a plain mapping, which runs
+the checks; missing keys take the schema's defaults, unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from omegaconf import MISSING
+
+from segloss.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def is_int(value: Any) -> bool:
+    """A whole number (``True``/``False`` are not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """An int or float (not a bool, not NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def is_set(value: Any) -> bool:
+    """Neither null, empty nor OmegaConf's ``???`` (MISSING)."""
+    return value not in (None, "", MISSING)
+
+
+def int_at_least(value: Any, low: int) -> bool:
+    return is_int(value) and value >= low
+
+
+def positive(value: Any) -> bool:
+    """A finite number > 0."""
+    return is_number(value) and 0 < value < math.inf
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` (``<setting> ...: <what is wrong>``)."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def rule(prefix: str, value: Any, ok: bool, expected: str) -> None:
+    """``<prefix> must be <expected>, got <value!r>`` unless ``ok``."""
+    require(ok, f"{prefix} must be {expected}, got {value!r}")
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any] | None, prefix: str) -> T:
+    """``cls`` built from ``values`` (nested mappings become the nested schemas): defaults for
+    absent keys, ``ConfigError`` for unknown ones, and every ``__post_init__`` check run."""
+    values = dict(values or {})
+    names = [f.name for f in dataclasses.fields(cls)]
+    if unknown := sorted(set(values) - set(names)):
+        raise ConfigError(
+            f"{prefix}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(names)}"
+        )
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind) and isinstance(value, Mapping):
+            values[name] = from_mapping(kind, value, f"{prefix}.{name}")
+    return cls(**values)
+
+
+def plain(obj: Any) -> dict[str, Any]:
+    """A schema instance as a plain dict (nested schemas too)."""
+    return dataclasses.asdict(obj)

@@ -1,0 +1,119 @@
+"""The ``data`` group: a shared base and one schema per source (``conf/data/<source>.yaml``).
+
+Used by :mod:`segloss.data.preparation`; ``data`` is left out of the model fingerprint
+(the prepared data's hash covers it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from segloss.config.checks import from_mapping, int_at_least, is_int, is_number, require
+from segloss.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+SOURCES = ("synthetic", "lgg")
+
+
+def check_fractions(fractions: Mapping[str, Any], setting: str = "data.split") -> None:
+    """Split fractions: exactly train/val/test, each >= 0, summing to 1."""
+    if set(fractions) != set(SPLITS):
+        raise ConfigError(f"{setting}: expected keys {', '.join(SPLITS)}, got {sorted(fractions)}")
+    values = [fractions[name] for name in SPLITS]
+    if not all(is_number(v) and v >= 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
+        raise ConfigError(f"{setting}: fractions {dict(fractions)} must be >= 0 and sum to 1")
+
+
+@dataclass
+class Split:
+    """Share of the patients per split (patient level, stratified by tumour burden)."""
+
+    train: float = 0.6
+    val: float = 0.15
+    test: float = 0.25
+
+    def __post_init__(self) -> None:
+        check_fractions(asdict(self))
+
+
+@dataclass
+class Normalise:
+    """Percentile window of each patient's non-zero voxels, mapped to 0..255."""
+
+    low: float = 1.0
+    high: float = 99.0
+
+    def __post_init__(self) -> None:
+        ok = is_number(self.low) and is_number(self.high) and 0 <= self.low < self.high <= 100
+        require(ok, f"data.normalise={asdict(self)}: need 0 <= low < high <= 100")
+
+
+def _size(key: str, value: Any, minimum: int) -> None:
+    # int(7.5) would silently train at 7 pixels: only whole numbers are sizes and counts
+    require(is_int(value), f"data.{key}={value!r} must be an integer")
+    require(value >= minimum, f"data.{key}={value} must be >= {minimum}")
+
+
+@dataclass
+class DataConfig:
+    """What every source shares. The shared values are set here, once (not in each source's
+    yaml); ``source`` and ``root`` and the source's own settings in conf/data/<source>.yaml."""
+
+    source: str = MISSING
+    root: str = MISSING
+    image_size: int = 64  # prepared size; training reads these arrays
+    seed: int = 0  # patient split (and the synthetic generator)
+    split: Split = field(default_factory=Split)
+    normalise: Normalise = field(default_factory=Normalise)
+
+    def __post_init__(self) -> None:
+        _size("image_size", self.image_size, 8)
+        require(int_at_least(self.seed, 0), f"data.seed={self.seed!r} must be an integer >= 0")
+
+
+@dataclass
+class SyntheticData(DataConfig):
+    """LGG-like MRI generated from the MNI templates, cached under ``<root>/<settings key>/``."""
+
+    n_patients: int = MISSING
+    n_slices: list[int] = MISSING  # [min, max] axial slices per patient
+    tiff_size: int = MISSING  # pixels per side of the generated TIFFs
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _size("n_patients", self.n_patients, 3)
+        _size("tiff_size", self.tiff_size, 16)
+        slices = list(self.n_slices)
+        ok = len(slices) == 2 and all(int_at_least(n, 1) for n in slices)
+        require(
+            ok and slices[0] <= slices[1],
+            f"data.n_slices={slices} must be [min, max] with 1 <= min <= max",
+        )
+
+
+@dataclass
+class LggData(DataConfig):
+    """The Kaggle LGG set: a kaggle_3m folder, its parent, the zip, or a kagglehub download."""
+
+    download: bool = MISSING  # true: fetch mateuszbuda/lgg-mri-segmentation (root unused)
+    cache: str = MISSING  # where a zip given as root is unpacked (once)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = isinstance(self.download, bool)
+        require(ok, f"data.download={self.download!r} must be true or false")
+
+
+DATA_SCHEMAS: dict[str, type[DataConfig]] = {"synthetic": SyntheticData, "lgg": LggData}
+
+
+def data_config(values: Mapping[str, Any]) -> SyntheticData | LggData:
+    """The validated ``data`` settings of the source ``values["source"]`` names."""
+    source = values.get("source")
+    if source not in DATA_SCHEMAS:
+        raise ConfigError(f"data.source={source!r}: expected one of {', '.join(SOURCES)}")
+    return from_mapping(DATA_SCHEMAS[source], values, "data")

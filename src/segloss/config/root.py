@@ -1,0 +1,65 @@
+"""The root of the composed config: one field per group, the run's seed and the paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from segloss.config.checks import int_at_least, is_int, rule
+from segloss.config.cv import CvConfig
+from segloss.config.data import DataConfig
+from segloss.config.eval import EvalConfig
+from segloss.config.loss import LossConfig
+from segloss.config.model import ModelConfig
+from segloss.config.report import ReportConfig
+from segloss.config.tracking import TrackingConfig
+from segloss.config.train import TrainConfig
+from segloss.config.tune import TuneConfig
+
+
+@dataclass
+class Paths:
+    """Outputs, relative to the repository root (Hydra ``job.chdir: false``)."""
+
+    prepared: str = MISSING
+    models: str = MISSING
+    predictions: str = MISSING
+    reports: str = MISSING
+
+
+@dataclass
+class Config:
+    """Every stage's config (conf/config.yaml picks one option per group)."""
+
+    data: DataConfig = MISSING
+    cv: CvConfig = MISSING
+    model: ModelConfig = MISSING
+    loss: LossConfig = MISSING
+    train: TrainConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    eval: EvalConfig = MISSING
+    report: ReportConfig = MISSING
+    tune: TuneConfig = MISSING
+    seed: int = MISSING  # the model's seed (weights, batches, augmentation)
+    print_config: bool = MISSING  # each stage prints its composed config as a tree at start
+    paths: Paths = MISSING
+    # experiment=tuned: the rate per loss that pipelines/tune.py chose (conf/tuned/lr.yaml)
+    tuned_lr: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        rule("seed", self.seed, int_at_least(self.seed, 0), "an integer >= 0")
+        rule("print_config", self.print_config, not is_int(self.print_config), "true or false")
+
+
+GROUPS: dict[str, type] = {
+    "data": DataConfig,
+    "cv": CvConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "train": TrainConfig,
+    "tracking": TrackingConfig,
+    "eval": EvalConfig,
+    "report": ReportConfig,
+    "tune": TuneConfig,
+}
