@@ -132,7 +132,8 @@ class SeglossSlurmLauncher(SlurmLauncher):
             _exit_with_error(f"SLURM refused the sweep's jobs: {lines[-1] if lines else exc}")
 
     def _wait(self, jobs: list, timeout_s: float | None = None) -> None:
-        """Until every job has ended (or ``timeout_s`` has passed)."""
+        """Until every job has ended (or ``timeout_s`` has passed). A poll of states, not a retry
+        of failed calls, so not tenacity: nothing here fails and is tried again."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         waiting = list(jobs)
         while waiting and (deadline is None or time.monotonic() < deadline):
