@@ -301,6 +301,7 @@ KNOWN_ELSEWHERE = {
     "src/segloss/models.py": {"arch"},
     "src/segloss/report/build.py": {"dpi"},
     "src/segloss/stats.py": {"alpha", "margin", "seed"},
+    "src/segloss/stats/comparison.py": {"alpha", "margin", "seed"},
 }
 MAPPINGS = ("cfg", "config", "settings", "options", "kwargs")
 
@@ -389,3 +390,28 @@ def test_the_copy_finder_finds_each_kind_of_copy():
         (2, "dpi"),
         (4, "threshold"),
     ]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "eval.threshold=1",
+        "eval.batch_size=0",
+        "eval.num_threads=0",
+        "eval.calibration_bins=0",
+        "eval.nsd_tolerance=-1",
+        "eval.threshold_grid.start=0",
+    ],
+)
+def test_the_schema_checks_eval_as_the_evaluation_does(override):
+    """The same message as evaluation's own checks (EvalSettings.from_mapping), so those
+    can go."""
+    settings = pytest.importorskip("segloss.evaluation.settings")
+    key, value = override.split("=", 1)
+    cfg = _compose(CONF).copy()
+    OmegaConf.update(cfg, key, yaml.safe_load(value))
+    with pytest.raises(ConfigError) as schema:
+        config.validate(cfg)
+    with pytest.raises(ConfigError) as evaluation:
+        settings.EvalSettings.from_mapping(OmegaConf.to_container(cfg.eval))
+    assert str(schema.value) == str(evaluation.value)

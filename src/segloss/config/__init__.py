@@ -89,9 +89,8 @@ def validate(cfg: Any) -> Config:
         )
     else:
         values = {k: v for k, v in dict(cfg).items() if k != "hydra"}
-    groups = {name: _group(name, values.get(name)) for name in GROUPS if name in values}
-    rest = {k: v for k, v in values.items() if k not in GROUPS}
-    return Config(**groups, **{k: _root_value(k, v) for k, v in rest.items()})
+    groups = {name: _group(name, values[name]) for name in GROUPS if name in values}
+    return from_mapping(Config, values | groups, "config")
 
 
 def _group(name: str, values: Mapping[str, Any] | None) -> Any:
@@ -102,7 +101,3 @@ def _group(name: str, values: Mapping[str, Any] | None) -> Any:
         chosen = by_target.get((values or {}).get("_target_"), LossConfig)
         return from_mapping(chosen, values, "loss")
     return from_mapping(GROUPS[name], values, name)
-
-
-def _root_value(key: str, value: Any) -> Any:
-    return from_mapping(Paths, value, "paths") if key == "paths" else value

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from segloss.config.checks import int_at_least, is_int, rule
+from segloss.config.checks import int_at_least, rule
 from segloss.config.cv import CvConfig
 from segloss.config.data import DataConfig
 from segloss.config.eval import EvalConfig
@@ -49,7 +49,8 @@ class Config:
 
     def __post_init__(self) -> None:
         rule("seed", self.seed, int_at_least(self.seed, 0), "an integer >= 0")
-        rule("print_config", self.print_config, not is_int(self.print_config), "true or false")
+        ok = isinstance(self.print_config, bool)
+        rule("print_config", self.print_config, ok, "true or false")
 
 
 GROUPS: dict[str, type] = {

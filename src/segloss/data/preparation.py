@@ -128,6 +128,42 @@ def _check_native(patient: kaggle.Patient, native: tuple[int, int] | None) -> tu
     return size
 
 
+def _source(data: config.DataConfig, cv: Mapping, folds: int) -> tuple[Path, bool, float | None]:
+    """``(folder to read, generated now, mm per native pixel or None)`` for ``data``."""
+    download = isinstance(data, config.LggData) and data.download
+    if not config.is_set(data.root) and not download:
+        raise ConfigError(
+            "data.root is not set: pass data.root=<kaggle_3m folder, its parent or the Kaggle "
+            "zip> (or data.download=true)"
+        )
+    if not isinstance(data, config.SyntheticData):
+        return sources.resolve_root(data.root, data.cache, fetch=data.download), False, None
+    settings = synthetic_settings(data)
+    _check_size(data.image_size, settings.size, f"data.tiff_size={settings.size}")
+    if folds < 2:
+        split_counts(settings.n_patients, config.plain(data.split))  # before a long generation
+    check_cv(cv, settings.n_patients)
+    source_dir, generated = synthetic.generate(data.root, settings)
+    return source_dir, generated, synthetic.FOV_MM / settings.size
+
+
+def _read(
+    source_dir: Path, size: int, norm: Mapping[str, float]
+) -> tuple[dict, pd.DataFrame, list]:
+    """Every patient normalised and resized (``name -> (slices, images, masks, packed native
+    masks)``), the per-slice card table, and the native size."""
+    patients, tables, native = {}, [], None
+    for folder in sources.patient_folders(source_dir):
+        patient = kaggle.read_patient(folder)
+        _check_size(size, min(patient.images.shape[1:3]), str(patient.files[0]))
+        native = _check_native(patient, native)
+        tables.append(card.slice_table(patient))
+        pixels = normalise(patient.images, float(norm["low"]), float(norm["high"]))
+        packed = np.packbits(patient.masks, axis=-1)
+        patients[patient.name] = (patient.slices, *resize(pixels, patient.masks, size), packed)
+    return patients, pd.concat(tables, ignore_index=True), list(native)
+
+
 def prepare(
     cfg: Mapping, prepared_dir: str | Path, reports_dir: str | Path, cv: Mapping
 ) -> PrepareResult:
@@ -138,52 +174,24 @@ def prepare(
     """
     started = time.perf_counter()
     data = config.data_config(cfg)
-    cv_cfg = check_cv(cv)
-    folds, val_fraction = cv_cfg.folds, cv_cfg.val_fraction
-    download = isinstance(data, config.LggData) and data.download
-    if not config.is_set(data.root) and not download:
-        raise ConfigError(
-            "data.root is not set: pass data.root=<kaggle_3m folder, its parent or the Kaggle "
-            "zip> (or data.download=true)"
-        )
-    source, size, seed = data.source, data.image_size, data.seed
-    fractions = config.plain(data.split)
-    norm = config.plain(data.normalise)
-    generated, spacing = False, None
-    if isinstance(data, config.SyntheticData):
-        settings = synthetic_settings(data)
-        _check_size(size, settings.size, f"data.tiff_size={settings.size}")
-        if folds < 2:
-            split_counts(settings.n_patients, fractions)  # fail before a long generation
-        check_cv(cv, settings.n_patients)
-        source_dir, generated = synthetic.generate(data.root, settings)
-        spacing = synthetic.FOV_MM / settings.size  # mm per native pixel
-    else:
-        source_dir = sources.resolve_root(data.root, data.cache, fetch=data.download)
+    folds, val_fraction = check_cv(cv).folds, check_cv(cv).val_fraction
+    size, seed = data.image_size, data.seed
+    fractions, norm = config.plain(data.split), config.plain(data.normalise)
+    source_dir, generated, spacing = _source(data, cv, folds)
     generation = time.perf_counter() - started
-
-    patients, tables, native = {}, [], None
-    for folder in sources.patient_folders(source_dir):
-        patient = kaggle.read_patient(folder)
-        _check_size(size, min(patient.images.shape[1:3]), str(patient.files[0]))
-        native = _check_native(patient, native)
-        tables.append(card.slice_table(patient))
-        pixels = normalise(patient.images, float(norm["low"]), float(norm["high"]))
-        packed = np.packbits(patient.masks, axis=-1)
-        patients[patient.name] = (patient.slices, *resize(pixels, patient.masks, size), packed)
-    slices = pd.concat(tables, ignore_index=True)
+    patients, slices, native = _read(source_dir, size, norm)
     stats = card.calibration(slices)
     burden = (
         slices.groupby("patient")["tumour_pixels"].sum() / slices.groupby("patient")["pixels"].sum()
     ).to_dict()
     meta = {
-        "source": source,
+        "source": data.source,
         "source_dir": str(kaggle.find_root(source_dir)),
         "seed": seed,
         "split_fractions": fractions,
         "normalisation": NORMALISATION.format(size=size, **norm),
         "calibration": stats,
-        "native_size": list(native),
+        "native_size": native,
         # mm per native pixel where the source knows it (synthetic), else null (kaggle_3m)
         "pixel_spacing_mm": spacing,
         "cv": {"folds": folds, "seed": seed, "val_fraction": val_fraction},
@@ -200,7 +208,8 @@ def prepare(
             for name in SPLITS
         }
         test_masks = splits["test"].masks
-    if source == "synthetic":
+    if isinstance(data, config.SyntheticData):
+        settings = synthetic_settings(data)
         meta["generator"] = {**asdict(settings), "key": settings.key()}
     prepared = write_prepared(prepared_dir, splits, meta)
     baseline = card.background_baseline(test_masks)
