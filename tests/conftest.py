@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from segloss.data import card
 from segloss.data.prepared import PreparedSplit, write_prepared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,9 @@ def build_tiny_prepared(out: Path, size: int = 32, seed: int = 0) -> Path:
         "val": make_blob_split(rng, ["P_VA_1"], 6, size),
         "test": make_blob_split(rng, ["P_TE_1", "P_TE_2", "P_TE_3"], 6, size),
     }
-    return write_prepared(out, splits, {"source": "blobs", "normalisation": "none (test data)"})
+    prepared = write_prepared(out, splits, {"source": "blobs", "normalisation": "none (test data)"})
+    card.write_tables(prepared)  # the prepare stage writes the data card the report reads
+    return prepared
 
 
 @pytest.fixture(scope="session")
