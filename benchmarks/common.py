@@ -184,6 +184,7 @@ class Bench:
         """A kaggle_3m folder of synthetic 256x256 TIFFs, generated once."""
         settings = synthetic.SyntheticSettings(
             n_patients=self.sizes.patients,
+            seed=0,
             size=256,
             n_slices=(self.sizes.slices_per_patient, self.sizes.slices_per_patient),
         )

@@ -226,7 +226,7 @@ def test_each_fold_trains_and_evaluation_pools_out_of_fold(tmp_path, repo_root):
 
     from segloss.data.prepared import write_prepared
     from segloss.evaluation import evaluate
-    from segloss.training import train
+    from segloss.sweep.tracked import train  # training with its MLflow run
 
     patients = [f"P{i}" for i in range(6)]
     pool = make_blob_split(np.random.default_rng(0), patients, 4, 32)

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from segloss import config
 from segloss.errors import ConfigError
-from segloss.training import autocast, check_config, train
+from segloss.training import autocast, train
 
 
 def _cfg(repo_root, *overrides: str) -> dict:
@@ -45,7 +45,7 @@ def test_precision_default_is_fp32_and_bf16_autocasts_the_forward_pass(repo_root
 )
 def test_bad_settings_are_one_clear_error(repo_root, override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-        check_config(_cfg(repo_root, override))
+        config.validate(_cfg(repo_root, override))
 
 
 def test_bad_precision_on_the_command_line_exits_2_before_any_run(
@@ -104,29 +104,3 @@ def test_debug_experiment_is_small_and_writes_only_under_outputs_debug(repo_root
 def test_tracking_none_composes_to_no_store(repo_root):
     tracking = _cfg(repo_root, "tracking=none")["tracking"]
     assert tracking["uri"] is None and tracking["log_model"] is False
-
-
-@pytest.mark.parametrize(
-    "override",
-    [
-        "train.epochs=0",
-        "train.batch_size=0",
-        "train.lr=0",
-        "train.weight_decay=-1",
-        "train.patience=0",
-        "train.num_threads=0",
-        "train.scheduler=step",
-        "train.precision=fp16",
-        "tracking.system_metrics_interval=0",
-    ],
-)
-def test_the_schema_checks_train_and_tracking_as_training_does(repo_root, override):
-    """segloss.config's checks give the training checks' message word for word, so
-    training.TRAIN_RULES / TRACKING_RULES can go."""
-    with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[override])
-    with pytest.raises(ConfigError) as schema:
-        config.validate(cfg)
-    with pytest.raises(ConfigError) as training:
-        check_config(OmegaConf.to_container(cfg, resolve=True))
-    assert str(schema.value) == str(training.value)

@@ -75,12 +75,12 @@ class MlflowSweepCallback(Callback):
             sys.exit(1)
 
     def _start(self, config: DictConfig) -> None:
+        from segloss.config import validate
         from segloss.sweep.tracked import preflight  # torch and mlflow: only once started
-        from segloss.training import check_config
 
         jobs = job_configs(config)
-        for job in jobs:
-            check_config(job)
+        for job in jobs:  # every job's settings, before any job starts
+            validate(job)
         plain = plain_config(config)
         preflight(plain)
         uri, experiment = plain["tracking"]["uri"], plain["tracking"]["experiment"]

@@ -40,11 +40,7 @@ from segloss.training.job import (
 from segloss.training.loop import seed_everything
 from segloss.training.settings import (
     PRECISIONS,
-    SCHEDULERS,
-    TRACKING_RULES,
-    TRAIN_RULES,
     autocast,
-    check_config,
     preflight,
 )
 
@@ -52,10 +48,7 @@ __all__ = [
     "HISTORY_COLUMNS",
     "NOT_FINGERPRINTED",
     "PRECISIONS",
-    "SCHEDULERS",
     "STAMP",
-    "TRACKING_RULES",
-    "TRAIN_RULES",
     "Job",
     "NonFiniteLoss",
     "Recorder",
@@ -63,7 +56,6 @@ __all__ = [
     "Trained",
     "augment_batch",
     "autocast",
-    "check_config",
     "code_modules",
     "code_version",
     "fingerprint",
