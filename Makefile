@@ -23,9 +23,11 @@ run: $(VENV)/.installed  ## build the default data, train the sweep, evaluate, r
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo "Report: $(CURDIR)/reports/report.html"
 
+# pytest-xdist: one worker per core (most tests wait on subprocesses, servers or SLURM);
+# loadgroup keeps the SLURM tests, which share one session cluster, on one worker.
 test: $(VENV)/.installed-dev  ## lint and the whole test suite
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadgroup
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

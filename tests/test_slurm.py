@@ -24,6 +24,9 @@ from test_train_sweep import run_train, runs, split_parent
 
 from segloss.models import load_checkpoint
 
+# One session-scoped cluster: under pytest-xdist every SLURM test runs on the same worker.
+pytestmark = pytest.mark.xdist_group("slurm")
+
 SWEEP = ("-m", "loss=bce,bce_dice", "seed=0")
 
 
