@@ -1,4 +1,4 @@
-"""The ``tracking`` group: MLflow (:mod:`segloss.tracking`); ``tracking=none`` logs nothing."""
+"""The ``tracking`` group: MLflow (the tracking package); ``tracking=none`` logs nothing."""
 
 from __future__ import annotations
 
