@@ -102,7 +102,7 @@ def test_the_default_sweep_covers_every_fold():
             params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
             assert params["cv.fold"] == expected
         cfg = compose("config", overrides=["experiment=lgg_cv", "data.root=x"])
-        assert cfg.cv.folds == 5 and cfg.data.source == "lgg"
+        assert cfg.cv.folds == 3 and cfg.data.source == "lgg"
 
 
 def test_fold_models_have_their_own_folder():
