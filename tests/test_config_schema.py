@@ -275,8 +275,9 @@ def test_hydra_finds_the_schemas_without_importing_segloss():
 #   3. the fallback of a read of a config mapping, ``.get``/``.setdefault``/``.pop`` with a
 #      constant key on a receiver whose source names cfg/config/settings/options/kwargs:
 #      cfg["train"].get("reuse", True)
-# None is no default (a null setting) and lists are left out. Copies in files other owners are
-# changing are listed in KNOWN_ELSEWHERE, to be removed there; none may be added.
+# None is no default (a null setting) and lists are left out. The copies still left are in
+# KNOWN_ELSEWHERE (issue 10, open): EvalSettings' defaults and checks, and the keyword defaults
+# of two pure building blocks (metrics.per_image, stats.paired_comparison); none may be added.
 KNOWN_ELSEWHERE = {
     "src/segloss/evaluation/settings.py": {
         "threshold",
@@ -286,21 +287,7 @@ KNOWN_ELSEWHERE = {
         "calibration_bins",
         "nsd_tolerance",
     },
-    "src/segloss/evaluation.py": {
-        "threshold",
-        "batch_size",
-        "device",
-        "num_threads",
-        "calibration_bins",
-        "nsd_tolerance",
-    },
-    "src/segloss/fingerprint.py": {"reuse"},
-    "src/segloss/training/job.py": {"reuse"},
-    "src/segloss/training.py": {"reuse"},
     "src/segloss/metrics.py": {"nsd_tolerance"},
-    "src/segloss/models.py": {"arch"},
-    "src/segloss/report/build.py": {"dpi"},
-    "src/segloss/stats.py": {"alpha", "margin", "seed"},
     "src/segloss/stats/comparison.py": {"alpha", "margin", "seed"},
 }
 MAPPINGS = ("cfg", "config", "settings", "options", "kwargs")

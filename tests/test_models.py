@@ -45,7 +45,7 @@ def test_resolve_device():
 
 def test_saved_checkpoint_loads_with_its_weights_in_eval_mode_and_is_reusable(tmp_path):
     cfg = {
-        "model": {"encoder_name": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]},
+        "model": {"arch": "Unet", "encoder_name": "resnet18", "decoder_channels": [16, 8, 8, 8, 8]},
         "loss": {"name": "dice"},
         "seed": 2,
     }

@@ -121,7 +121,7 @@ def quick_reuse(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     ``meta.json`` alone; None when that cannot tell (the training code then checks the
     checkpoint itself, or trains). ``model.pt`` must hash to what the stamp recorded, so a
     stamp left beside another model is never believed."""
-    if not cfg["train"].get("reuse", True):
+    if not cfg["train"]["reuse"]:
         return None
     out = output_dir(cfg)
     try:

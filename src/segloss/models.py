@@ -44,7 +44,7 @@ def build_model(model_cfg: Mapping) -> nn.Module:
         kwargs["decoder_channels"] = tuple(kwargs["decoder_channels"])
     kwargs.setdefault("encoder_weights", None)
     model = smp.create_model(
-        arch=model_cfg.get("arch", "Unet"), in_channels=IN_CHANNELS, classes=CLASSES, **kwargs
+        arch=model_cfg["arch"], in_channels=IN_CHANNELS, classes=CLASSES, **kwargs
     )
     return model.to(memory_format=torch.channels_last)
 

@@ -218,7 +218,7 @@ def build_report(
         "candidate": settings["candidate"],
         "baseline": settings["baseline"],
     }
-    dpi = int(settings.get("dpi", 110))
+    dpi = int(settings["dpi"])
     images = {
         name: Image(name, sections.CAPTIONS[name].format(**fields), _png(fig, dpi))
         for name, fig in _figures(data, verdict, settings, terciles, overlays).items()

@@ -223,7 +223,7 @@ def train(
     """
     job = Job(cfg, preflight(cfg))
     out, fp_hash = job.out, job.fingerprint_hash
-    if cfg["train"].get("reuse", True) and (summary := reusable(out, fp_hash)):
+    if cfg["train"]["reuse"] and (summary := reusable(out, fp_hash)):
         log.info("%s: %s is up to date (same config, data and code); reused", job.label, out)
         if not (out / STAMP).is_file():  # next time decided without loading the model
             write_stamp(out, fp_hash, {k: v for k, v in summary.items() if k != "reused"})
