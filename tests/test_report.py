@@ -20,7 +20,7 @@ from segloss.data.prepared import load_meta
 from segloss.errors import SeglossError
 from segloss.evaluation import evaluate
 from segloss.report import build_report
-from segloss.report.tables import size_terciles, training_regime
+from segloss.report.tables import Tables, size_terciles, training_regime
 from segloss.report.verdict import build_verdict
 from segloss.report.wording import headline, outcome
 from segloss.stats import VERDICTS
@@ -218,3 +218,8 @@ def test_the_report_reads_the_data_card_prepare_wrote(tiny_prepared, tmp_path):
     assert list(tables["imbalance"]["split"]) == ["train", "val", "test"]
     background = tables["background"].iloc[0]
     assert background["Dice pooled"] == 0 and background["pixel accuracy (per slice)"] > 0.9
+
+
+def test_report_before_evaluate_is_one_error_naming_the_missing_table(tmp_path):
+    with pytest.raises(SeglossError, match=r"per_image\.csv not found: run the evaluate stage"):
+        Tables.read(tmp_path)

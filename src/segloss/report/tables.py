@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from segloss.data.prepared import load_manifest
+from segloss.errors import SeglossError
 
 # Metrics of the per-model table, as (column of per_model.csv, label, higher is better).
 METRICS = (
@@ -45,12 +46,14 @@ class Tables:
 
     @classmethod
     def read(cls, metrics_dir: str | os.PathLike) -> Tables:
-        root = Path(metrics_dir)
+        paths = {name: Path(metrics_dir) / f"{name}.csv" for name in cls.__dataclass_fields__}
+        for path in paths.values():
+            if not path.is_file():
+                raise SeglossError(
+                    f"{path} not found: run the evaluate stage (`dvc repro evaluate`)"
+                )
         return cls(
-            **{
-                name: pd.read_csv(root / f"{name}.csv", dtype={"patient": str})
-                for name in cls.__dataclass_fields__
-            }
+            **{name: pd.read_csv(path, dtype={"patient": str}) for name, path in paths.items()}
         )
 
     @property
