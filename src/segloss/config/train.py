@@ -50,6 +50,7 @@ class TrainConfig:
 
     epochs: int = MISSING
     batch_size: int = MISSING
+    val_batch_size: int = MISSING  # validation's inference batches
     lr: float = MISSING
     weight_decay: float = MISSING
     scheduler: str = MISSING  # stepped per batch
@@ -65,6 +66,7 @@ class TrainConfig:
         checks = {
             "epochs": (int_at_least(self.epochs, 1), "an integer >= 1"),
             "batch_size": (int_at_least(self.batch_size, 1), "an integer >= 1"),
+            "val_batch_size": (int_at_least(self.val_batch_size, 1), "an integer >= 1"),
             "lr": (positive(self.lr), "a number > 0"),
             "weight_decay": (
                 is_number(self.weight_decay) and self.weight_decay >= 0,

@@ -83,7 +83,7 @@ def run_epoch(
             model, loss_fn, optimizer, scheduler, data, t, generator, bar, timer
         )
         val = evaluate_split(
-            model, loss_fn, data.x_val, data.y_val, data.val_patients, t["batch_size"]
+            model, loss_fn, data.x_val, data.y_val, data.val_patients, t["val_batch_size"]
         )
         check_diverged(model, val)
         bar.set_postfix(loss=f"{train_loss:.4f}", val_dice=f"{val['val_dice']:.4f}")
