@@ -21,13 +21,14 @@ from omegaconf import OmegaConf
 import segloss.cli  # noqa: F401  (the segloss_folds resolver, as every entry point)
 from segloss import config
 from segloss.errors import ConfigError
+from segloss.evaluation.settings import EvalSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 # Composed at 76a9900 (the last commit before the schema), by the cases of _cases() below.
 SNAPSHOT = json.loads((Path(__file__).parent / "config_snapshot.json").read_text())
 # What the schema adds: the loss class its schema names, and experiment=tuned's slot.
-ADDED = {"loss._target_", "tuned_lr"}
+ADDED = {"loss._target_", "tuned_lr", "train.val_batch_size"}
 # The fake rates experiment=tuned reads in these tests (conf/tuned/lr.yaml is tune's output).
 TUNED = "bce: 0.003\ndice: 0.001\nbce_dice: 0.0003\nfocal: 0.001\nlovasz: 0.001\ntversky: 0.001\n"
 OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in config.GROUPS}
@@ -276,17 +277,9 @@ def test_hydra_finds_the_schemas_without_importing_segloss():
 #      constant key on a receiver whose source names cfg/config/settings/options/kwargs:
 #      cfg["train"].get("reuse", True)
 # None is no default (a null setting) and lists are left out. The copies still left are in
-# KNOWN_ELSEWHERE (issue 10, open): EvalSettings' defaults and checks, and the keyword defaults
-# of two pure building blocks (metrics.per_image, stats.paired_comparison); none may be added.
+# KNOWN_ELSEWHERE (issue 10, open): the keyword defaults of two pure building blocks
+# (metrics.per_image, stats.paired_comparison); none may be added.
 KNOWN_ELSEWHERE = {
-    "src/segloss/evaluation/settings.py": {
-        "threshold",
-        "batch_size",
-        "device",
-        "num_threads",
-        "calibration_bins",
-        "nsd_tolerance",
-    },
     "src/segloss/metrics.py": {"nsd_tolerance"},
     "src/segloss/stats/comparison.py": {"alpha", "margin", "seed"},
 }
@@ -390,15 +383,21 @@ def test_the_copy_finder_finds_each_kind_of_copy():
         "eval.threshold_grid.start=0",
     ],
 )
-def test_the_schema_checks_eval_as_the_evaluation_does(override):
-    """The same message as evaluation's own checks (EvalSettings.from_mapping), so those
-    can go."""
-    settings = pytest.importorskip("segloss.evaluation.settings")
+def test_evaluation_checks_a_plain_eval_mapping_with_the_schema(override):
+    """EvalSettings.from_mapping (the evaluate stage's settings) has no checks of its own:
+    a bad value is the schema's one-line error."""
     key, value = override.split("=", 1)
     cfg = _compose(CONF).copy()
     OmegaConf.update(cfg, key, yaml.safe_load(value))
     with pytest.raises(ConfigError) as schema:
         config.validate(cfg)
     with pytest.raises(ConfigError) as evaluation:
-        settings.EvalSettings.from_mapping(OmegaConf.to_container(cfg.eval))
+        EvalSettings.from_mapping(OmegaConf.to_container(cfg.eval))
     assert str(schema.value) == str(evaluation.value)
+
+
+def test_evaluation_needs_every_eval_key():
+    partial = OmegaConf.to_container(_compose(CONF).eval)
+    del partial["device"], partial["threshold_grid"]
+    with pytest.raises(ConfigError, match=r"^eval: setting\(s\) device, threshold_grid not set$"):
+        EvalSettings.from_mapping(partial)

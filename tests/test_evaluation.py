@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from segloss import metrics
 from segloss.calibration import calibration_table, expected_calibration_error
@@ -32,13 +34,15 @@ TINY_MODEL = {
     "encoder_depth": 3,
     "decoder_channels": [16, 8, 4],
 }
-EVAL_CFG = {
-    "threshold": 0.5,
-    "batch_size": 8,
-    "num_threads": 1,
-    "threshold_grid": {"start": 0.1, "stop": 0.9, "step": 0.2},
-    "calibration_bins": 5,
-}
+SMALL_EVAL = [
+    "eval.batch_size=8",
+    "eval.num_threads=1",
+    "eval.threshold_grid={start: 0.1, stop: 0.9, step: 0.2}",
+    "eval.calibration_bins=5",
+]
+with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    # The composed eval group (every key set, as the stage gets it), on small batches.
+    EVAL_CFG = OmegaConf.to_container(compose("config", overrides=SMALL_EVAL).eval)
 
 
 def write_checkpoint(models: Path, loss: str, seed: int, meta: dict, **data_overrides) -> Path:

@@ -257,9 +257,9 @@ def test_each_fold_trains_and_evaluation_pools_out_of_fold(tmp_path, repo_root):
         state = torch.load(summary["model_path"], weights_only=False)
         assert state["data"]["fold"] == fold
         assert state["data"]["splits"] == load_meta(prepared)["folds"][fold]
-    cfg = {"threshold": 0.5, "batch_size": 8, "num_threads": 1}
+    small = cfg["eval"] | {"batch_size": 8, "num_threads": 1}  # the composed eval group
     out = evaluate(
-        prepared, tmp_path / "models", tmp_path / "pred", tmp_path / "m", tmp_path / "p", cfg
+        prepared, tmp_path / "models", tmp_path / "pred", tmp_path / "m", tmp_path / "p", small
     )
     per_patient = pd.read_csv(out["per_patient"])
     assert sorted(per_patient["patient"]) == patients  # each patient once, out of fold
