@@ -197,6 +197,26 @@ def test_cli_errors_are_one_line_before_any_work(repo_root, tiny_prepared, tmp_p
     assert not (tmp_path / "models").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_sweep_over_a_missing_fold_fails_before_any_job(repo_root, tmp_path):
+    """Every job's fold is checked at the sweep's start, not when that job's turn comes."""
+    import numpy as np
+    from conftest import make_blob_split
+
+    from segloss.data.folds import fold_roles
+    from segloss.data.prepared import write_prepared
+
+    patients = [f"P{i}" for i in range(6)]
+    pool = make_blob_split(np.random.default_rng(0), patients, 4, 32)
+    burden = {p: float(pool.masks[pool.patients == p].mean()) for p in patients}
+    meta = {"source": "blobs", "cv": {"folds": 2}, "folds": fold_roles(burden, 2, 0, 0.25)}
+    prepared = write_prepared(tmp_path / "prepared", {"all": pool}, meta)
+    sweep = run_train(repo_root, tmp_path, prepared, "-m", "cv.folds=2", "cv.fold=0,2")
+    assert sweep.returncode == 2, sweep.stderr
+    last = sweep.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "has 2 folds; choose 0..1" in last
+    assert not (tmp_path / "models").exists()
+
+
 def test_parallel_sweep_shows_one_display_and_logs_epochs_per_job(
     repo_root, tiny_prepared, tmp_path
 ):

@@ -75,14 +75,11 @@ class MlflowSweepCallback(Callback):
             sys.exit(1)
 
     def _start(self, config: DictConfig) -> None:
-        from segloss.config import validate
         from segloss.sweep.tracked import preflight  # torch and mlflow: only once started
 
         jobs = job_configs(config)
-        for job in jobs:  # every job's settings, before any job starts
-            validate(job)
+        preflight(*jobs)  # every job's settings and fold, before any job starts
         plain = plain_config(config)
-        preflight(plain)
         uri, experiment = plain["tracking"]["uri"], plain["tracking"]["experiment"]
         if not tracking.enabled(uri):  # tracking=none: no parent run, jobs run untracked
             if self.prune:

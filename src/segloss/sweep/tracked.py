@@ -27,12 +27,16 @@ from segloss.training.job import Progress
 from segloss.training.loop import EpochRow
 
 
-def preflight(cfg: Mapping[str, Any]) -> dict:
-    """The training's checks (:func:`segloss.training.preflight`), then the tracking store's
-    (reachable; database and experiment created if needed); the prepared data's meta."""
-    meta = training.preflight(cfg)
-    tracking.prepare(cfg["tracking"]["uri"], cfg["tracking"]["experiment"])
-    return meta
+def preflight(*cfgs: Mapping[str, Any]) -> dict:
+    """The training's checks (:func:`segloss.training.preflight`) of every config (a sweep's
+    jobs), then the tracking store's, once per store (reachable; database and experiment
+    created if needed); the first config's prepared data's meta."""
+    metas = [training.preflight(cfg) for cfg in cfgs]
+    for uri, experiment in dict.fromkeys(
+        (cfg["tracking"]["uri"], cfg["tracking"]["experiment"]) for cfg in cfgs
+    ):
+        tracking.prepare(uri, experiment)
+    return metas[0]
 
 
 def split_patients(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, list[str]]:
