@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from common import REPO, Bench, median_rate
 
-from segloss.data.prepared import load_split
+from segloss import scoring
+from segloss.data.prepared import load_meta, load_split
 from segloss.evaluation.inference import predict_probabilities
 from segloss.evaluation.settings import EvalSettings
 from segloss.evaluation.tables import score
@@ -59,6 +60,7 @@ def run(bench: Bench, checkpoint: Path) -> dict[str, Any]:
     size = int(state["data"]["image_size"])
     prepared = bench.prepared(size, sizes.eval_slices, sizes.eval_slices, sizes.inference_images)
     split = load_split(prepared, "test", mmap=False)
+    units = scoring.units(load_meta(prepared), settings.nsd_tolerance)
     device = torch.device("cpu")
 
     def infer() -> np.ndarray:
@@ -70,7 +72,7 @@ def run(bench: Bench, checkpoint: Path) -> dict[str, Any]:
 
     def evaluation(n: int) -> None:
         for _ in range(n):
-            score(infer() >= settings.threshold, split)
+            score(infer() >= settings.threshold, split, units)
 
     n, repeats = len(split.images), sizes.repeats
     only = median_rate(inference, n, 1, 1, repeats)

@@ -276,13 +276,8 @@ def test_hydra_finds_the_schemas_without_importing_segloss():
 #   3. the fallback of a read of a config mapping, ``.get``/``.setdefault``/``.pop`` with a
 #      constant key on a receiver whose source names cfg/config/settings/options/kwargs:
 #      cfg["train"].get("reuse", True)
-# None is no default (a null setting) and lists are left out. The copies still left are in
-# KNOWN_ELSEWHERE (issue 10, open): the keyword defaults of two pure building blocks
-# (metrics.per_image, stats.paired_comparison); none may be added.
-KNOWN_ELSEWHERE = {
-    "src/segloss/metrics.py": {"nsd_tolerance"},
-    "src/segloss/stats/comparison.py": {"alpha", "margin", "seed"},
-}
+# None is no default (a null setting) and lists are left out. No copy is allowed: a value
+# the config sets is passed in by the caller (a required argument), or read from the config.
 MAPPINGS = ("cfg", "config", "settings", "options", "kwargs")
 
 
@@ -351,11 +346,7 @@ def test_no_config_default_is_repeated_in_src():
             continue
         for line, key in _copies(ast.parse(path.read_text(), rel), defaults):
             copies.setdefault(rel, []).append(f"{key} (line {line})")
-    new = {
-        rel: [c for c in found if c.split()[0] not in KNOWN_ELSEWHERE.get(rel, set())]
-        for rel, found in copies.items()
-    }
-    assert not {rel: found for rel, found in new.items() if found}, copies
+    assert not copies
 
 
 def test_the_copy_finder_finds_each_kind_of_copy():

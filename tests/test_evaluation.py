@@ -112,7 +112,9 @@ def test_per_image_csv_matches_a_recomputation_from_the_predictions(evaluated, t
         assert saved["masks"].dtype == bool and saved["masks"].shape == test.masks.shape
         np.testing.assert_array_equal(saved["patient"], test.patients)
         np.testing.assert_array_equal(saved["slice"], test.slices)
-        expected = metrics.per_image(saved["masks"], test.masks).rename(columns=units)
+        tolerance = EVAL_CFG["nsd_tolerance"]
+        expected = metrics.per_image(saved["masks"], test.masks, nsd_tolerance=tolerance)
+        expected = expected.rename(columns=units)
         pd.testing.assert_frame_equal(
             rows[list(expected.columns)].reset_index(drop=True), expected, check_dtype=False
         )

@@ -25,6 +25,8 @@ from segloss.metrics import (
     pooled,
 )
 
+TOL = 2.0  # NSD tolerance where a test does not vary it (in the unit of the spacing)
+
 
 @st.composite
 def mask(draw, shape: tuple[int, int]) -> np.ndarray:
@@ -92,7 +94,7 @@ def test_agrees_with_monai(pair, spacing, tol):
 def test_seed_article_example_empty_prediction_on_two_percent_tumour():
     target = np.zeros((1, 100, 100), bool)
     target[0, 40:60, 40:50] = True  # 200 of 10,000 pixels
-    row = per_image(np.zeros_like(target), target).iloc[0]
+    row = per_image(np.zeros_like(target), target, nsd_tolerance=TOL).iloc[0]
     assert list(row.index) == list(COLUMNS)
     assert row["pixel_accuracy"] == pytest.approx(0.98)
     assert (row["dice"], row["iou"], row["nsd"], row["recall"]) == (0, 0, 0, 0)
@@ -113,7 +115,7 @@ def four_cases() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_reloaded_conventions():
-    frame = per_image(*four_cases(), spacing=(2.0, 1.0))
+    frame = per_image(*four_cases(), nsd_tolerance=TOL, spacing=(2.0, 1.0))
     diagonal = math.hypot(6 * 2.0, 8 * 1.0)
     assert frame["dice"].tolist()[:3] == [1, 0, 0]
     assert frame["iou"].tolist()[:3] == [1, 0, 0]
@@ -128,8 +130,8 @@ def test_reloaded_conventions():
 
 
 def test_nan_convention_blanks_every_metric_of_empty_targets():
-    reloaded = per_image(*four_cases())
-    nan = per_image(*four_cases(), empty="nan")
+    reloaded = per_image(*four_cases(), nsd_tolerance=TOL)
+    nan = per_image(*four_cases(), nsd_tolerance=TOL, empty="nan")
     metrics = [c for c in COLUMNS if c not in ("gt_pixels", "pred_pixels", "tp", "fp", "fn", "tn")]
     metrics.remove("area_error")
     assert nan.loc[[0, 1], metrics].isna().all().all()
@@ -139,12 +141,13 @@ def test_nan_convention_blanks_every_metric_of_empty_targets():
 
 def test_torch_and_uint8_inputs_give_the_same_frame():
     pred, target = four_cases()
-    expected = per_image(pred, target)
+    expected = per_image(pred, target, nsd_tolerance=TOL)
     pd.testing.assert_frame_equal(
-        per_image(torch.from_numpy(pred), torch.from_numpy(target)), expected
+        per_image(torch.from_numpy(pred), torch.from_numpy(target), nsd_tolerance=TOL), expected
     )
     pd.testing.assert_frame_equal(
-        per_image(pred.astype(np.uint8), target.astype(np.float32)), expected
+        per_image(pred.astype(np.uint8), target.astype(np.float32), nsd_tolerance=TOL),
+        expected,
     )
     counts = confusion_counts(torch.from_numpy(pred), target)
     for k, v in counts.items():
@@ -161,11 +164,12 @@ def test_torch_and_uint8_inputs_give_the_same_frame():
         (np.zeros((4, 4)), np.zeros((4, 4)), {}, r"\(N,H,W\)"),
         (np.zeros((1, 4, 4)), np.zeros((1, 4, 4)), {"empty": "ignore"}, "empty"),
         (np.zeros((1, 4, 4)), np.zeros((1, 4, 4)), {"spacing": (1.0, 0.0)}, "spacing"),
+        (np.zeros((1, 4, 4)), np.zeros((1, 4, 4)), {"nsd_tolerance": -1.0}, "nsd_tolerance"),
     ],
 )
 def test_bad_input_is_a_value_error(pred, target, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        per_image(pred, target, **kwargs)
+        per_image(pred, target, **{"nsd_tolerance": TOL, **kwargs})
 
 
 def test_count_formulas_and_conventions():
@@ -179,7 +183,7 @@ def test_count_formulas_and_conventions():
 def labelled_frame() -> pd.DataFrame:
     """Two models; patient A has two tumour slices, patient B one tumour-free slice."""
     pred, target = four_cases()
-    frame = per_image(pred[[3, 3, 0]], target[[3, 3, 0]])
+    frame = per_image(pred[[3, 3, 0]], target[[3, 3, 0]], nsd_tolerance=TOL)
     frame.insert(0, "patient", ["A", "A", "B"])
     other = frame.copy()
     other.loc[2, ["fp", "tn"]] = [5, other.loc[2, "tn"] - 5]  # B now has false positives

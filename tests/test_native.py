@@ -26,7 +26,7 @@ def test_bilinear_upsampling_then_threshold_by_hand():
     assert scoring.to_native(prob, (4, 4), 0.7)[0].sum() == 3  # 1, .75, .75
     target = np.zeros((1, 4, 4), bool)
     target[0, :2, :3] = True  # the block plus one pixel
-    row = metrics.per_image(mask[None], target).iloc[0]
+    row = metrics.per_image(mask[None], target, nsd_tolerance=2.0).iloc[0]
     assert (row.tp, row.fp, row.fn) == (4, 0, 2)
     assert row.dice == pytest.approx(8 / 10)
 
@@ -48,7 +48,7 @@ def test_an_upsampled_64_prediction_against_a_256_mask():
     np.testing.assert_array_equal(mask, expected)
     target = np.zeros((1, 256, 256), bool)
     target[0, 64:132, 64:128] = True  # 4 more rows of tumour than predicted
-    row = metrics.per_image(mask, target).iloc[0]
+    row = metrics.per_image(mask, target, nsd_tolerance=2.0).iloc[0]
     assert (row.tp, row.fp, row.fn) == (64 * 64 - 4, 0, 4 * 64 + 4)
     assert row.dice == pytest.approx(2 * 4092 / (2 * 4092 + 260))
 
@@ -115,7 +115,7 @@ def test_volume_hd95_and_nsd_equal_a_direct_computation_on_stacked_slices(spacin
     expected = _direct_volume(pred, target, np.array(spacing), 2.0)
     assert hd95 == pytest.approx(expected[0]) and nsd == pytest.approx(expected[1])
     # not the mean of per-slice values (which also counts the empty slice as a perfect 0)
-    slices = metrics.per_image(pred, target, spacing=spacing)
+    slices = metrics.per_image(pred, target, nsd_tolerance=2.0, spacing=spacing)
     assert hd95 != pytest.approx(slices["hd95"].mean())
 
 
@@ -177,7 +177,7 @@ def test_evaluation_scores_at_native_resolution_with_units(tmp_path):
     per_image = pd.read_csv(paths["per_image"], dtype={"patient": str})
     assert {"hd95_mm", "nsd_1mm"} <= set(per_image.columns) and "hd95" not in per_image
     np.testing.assert_array_equal(per_image["gt_pixels"], native.sum(axis=(1, 2)))
-    expected = metrics.per_image(saved["masks"], native, spacing=(0.5, 0.5), nsd_tolerance=1.0)
+    expected = metrics.per_image(saved["masks"], native, nsd_tolerance=1.0, spacing=(0.5, 0.5))
     np.testing.assert_allclose(per_image["hd95_mm"], expected["hd95"])
     np.testing.assert_array_equal(per_image["tp"], expected["tp"])
     per_patient = pd.read_csv(paths["per_patient"], dtype={"patient": str})

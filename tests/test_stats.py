@@ -28,6 +28,8 @@ from segloss.stats import (
 )
 
 TRUE_DIFFERENCE = 0.1
+DESIGN = {"alpha": 0.05, "margin": 0.02, "seed": 0}  # as conf/report/default.yaml
+AT_90 = DESIGN | {"alpha": 0.1}  # a 90 % interval
 
 
 def crossed_study(rng, patients, seeds, sd_patient, sd_seed, sd_residual, mu=TRUE_DIFFERENCE):
@@ -198,7 +200,7 @@ def study_scores(shift, seed_sd, residual_sd, patients=20, seeds=3, seed=0):
 )
 def test_each_verdict_from_a_constructed_study(shift, seed_sd, residual_sd, expected):
     result = paired_comparison(
-        study_scores(shift, seed_sd, residual_sd), "bce", "bce_dice", metric="dice"
+        study_scores(shift, seed_sd, residual_sd), "bce", "bce_dice", metric="dice", **DESIGN
     )
     assert result["verdict"] == expected
     low, high = result["ci"]
@@ -207,7 +209,7 @@ def test_each_verdict_from_a_constructed_study(shift, seed_sd, residual_sd, expe
 
 def test_comparison_agrees_with_scipy_and_baycomp_on_the_seed_means():
     scores = study_scores(0.01, 0.01, 0.03, seed=4)
-    result = paired_comparison(scores, "bce", "bce_dice", metric="dice", margin=0.02, seed=1)
+    result = paired_comparison(scores, "bce", "bce_dice", metric="dice", **DESIGN | {"seed": 1})
     wide = scores.groupby(["patient", "loss"])["value"].mean().unstack()
     d = (wide["bce_dice"] - wide["bce"]).to_numpy()
     assert result["p_value"] == pytest.approx(scipy_stats.wilcoxon(d).pvalue)
@@ -221,14 +223,14 @@ def test_comparison_agrees_with_scipy_and_baycomp_on_the_seed_means():
     assert bayes["p_worse"] == pytest.approx(left, abs=0.01)
     # Lower is better (HD95): the candidate's lower values are its win.
     flipped = paired_comparison(
-        scores, "bce", "bce_dice", metric="hd95", higher_is_better=False, margin=0.02, seed=1
+        scores, "bce", "bce_dice", metric="hd95", higher_is_better=False, **DESIGN | {"seed": 1}
     )
     assert flipped["bayes"]["p_better"] == pytest.approx(bayes["p_worse"], abs=0.01)
 
 
 def test_result_is_json_with_the_contract_keys_and_is_seeded():
     scores = study_scores(0.03, 0.02, 0.03)
-    result = paired_comparison(scores, "bce", "bce_dice", metric="dice_per_patient", alpha=0.1)
+    result = paired_comparison(scores, "bce", "bce_dice", metric="dice_per_patient", **AT_90)
     keys = {
         "baseline",
         "candidate",
@@ -256,17 +258,19 @@ def test_result_is_json_with_the_contract_keys_and_is_seeded():
     assert result["ci_level"] == pytest.approx(0.9)
     assert json.loads(json.dumps(result, allow_nan=False))["ci"] == result["ci"]
     assert (
-        paired_comparison(scores, "bce", "bce_dice", metric="dice_per_patient", alpha=0.1) == result
+        paired_comparison(scores, "bce", "bce_dice", metric="dice_per_patient", **AT_90) == result
     )
 
 
 def test_seeds_can_be_left_out_and_incomplete_runs_are_dropped():
     scores = study_scores(0.05, 0.01, 0.01)
-    without = paired_comparison(scores, "bce", "bce_dice", metric="dice", drop_seeds=[1])
+    without = paired_comparison(scores, "bce", "bce_dice", metric="dice", drop_seeds=[1], **DESIGN)
     assert sorted(without["per_seed_differences"]) == [0, 2] and without["n_seeds"] == 2
     failed = scores[~((scores.loss == "bce") & (scores.seed == 2))]
     extra = pd.DataFrame([("bce_dice", 0, "P_ONLY", 0, 0.1)], columns=scores.columns)
-    result = paired_comparison(pd.concat([failed, extra]), "bce", "bce_dice", metric="dice")
+    result = paired_comparison(
+        pd.concat([failed, extra]), "bce", "bce_dice", metric="dice", **DESIGN
+    )
     assert (result["n_pairs"], result["n_seeds"]) == (20, 2)
 
 
@@ -317,4 +321,4 @@ def test_friedman_equals_scipy_with_holm_corrected_pairs():
 )
 def test_bad_input_is_a_value_error(baseline, candidate, scores, message):
     with pytest.raises(ValueError, match=message):
-        paired_comparison(scores, baseline, candidate, metric="dice")
+        paired_comparison(scores, baseline, candidate, metric="dice", **DESIGN)

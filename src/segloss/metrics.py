@@ -158,12 +158,14 @@ def per_image(
     pred: Any,
     target: Any,
     *,
+    nsd_tolerance: float,
     spacing: Sequence[float] = (1.0, 1.0),
-    nsd_tolerance: float = 2.0,
     empty: str = "reloaded",
 ) -> pd.DataFrame:
     """One row per image of boolean ``(N,H,W)`` masks (numpy or torch) with every metric.
 
+    ``nsd_tolerance`` (NSD's, in the unit of ``spacing``) is the caller's: the evaluate stage
+    passes ``eval.nsd_tolerance``.
     ``empty="reloaded"``: both empty -> dice, iou, nsd 1 and hd95 0; exactly one empty ->
     dice, iou, nsd 0 and hd95 = the image diagonal. ``empty="nan"``: every ratio and
     distance metric is NaN where the target is empty (counts and area_error stay).

@@ -76,7 +76,8 @@ def calibration(slices: pd.DataFrame) -> dict[str, float]:
 
 def background_baseline(masks: np.ndarray) -> dict[str, float]:
     """Scores of an all-background prediction, pooled over the given (test) masks."""
-    frame = per_image(np.zeros_like(masks, dtype=bool), masks.astype(bool))
+    # An all-background prediction has no surface: its NSD is 0 or 1 at any tolerance.
+    frame = per_image(np.zeros_like(masks, dtype=bool), masks.astype(bool), nsd_tolerance=0.0)
     total = pooled(frame).iloc[0]
     return {
         "pixel_accuracy": float(
@@ -180,7 +181,8 @@ def imbalance_table(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def background_table(native: np.ndarray, patients: np.ndarray) -> pd.DataFrame:
     """What an all-background mask scores on the given slices' masks (one row)."""
-    frame = per_image(np.zeros(native.shape, bool), native).assign(patient=patients)
+    frame = per_image(np.zeros(native.shape, bool), native, nsd_tolerance=0.0)  # no surface
+    frame = frame.assign(patient=patients)
     return pd.DataFrame(
         {
             "pixel accuracy (per slice)": [mean_per_image(frame, "pixel_accuracy")],

@@ -35,21 +35,15 @@ class ModelTables:
 
 
 def score(
-    masks: np.ndarray,
-    split: PreparedSplit,
-    target: np.ndarray | None = None,
-    units: Mapping | None = None,
+    masks: np.ndarray, split: PreparedSplit, units: Mapping, target: np.ndarray | None = None
 ) -> pd.DataFrame:
-    """``per_image`` of binary masks against ``target`` (default: the split's masks), with
-    ``patient`` and ``slice`` in front; with ``units``, in its spacing and with the distance
-    columns named with their unit (``hd95_px``, ``nsd_2px``, ...)."""
+    """``per_image`` of binary masks against ``target`` (default: the split's masks) in the
+    spacing and tolerance of ``units`` (:func:`segloss.scoring.units`), with ``patient`` and
+    ``slice`` in front and the distance columns named with their unit (``hd95_px``, ...)."""
     target = np.asarray(split.masks if target is None else target, dtype=bool)
-    if units is None:
-        frame = metrics.per_image(masks, target)
-    else:
-        frame = metrics.per_image(
-            masks, target, spacing=units["spacing"], nsd_tolerance=units["tolerance"]
-        ).rename(columns={"hd95": units["hd95"], "nsd": units["nsd"]})
+    frame = metrics.per_image(
+        masks, target, nsd_tolerance=units["tolerance"], spacing=units["spacing"]
+    ).rename(columns={"hd95": units["hd95"], "nsd": units["nsd"]})
     frame.insert(0, "patient", split.patients)
     frame.insert(1, "slice", split.slices)
     return frame
@@ -92,7 +86,7 @@ def model_tables(
 ) -> ModelTables:
     """Score one model's native ``masks`` (``probs.test >= threshold``) and probabilities."""
     test = data.test
-    frame = score(masks, test, data.target_test, units)
+    frame = score(masks, test, units, data.target_test)
     surface = scoring.per_patient_surface(
         masks, data.target_test, test.patients, units["spacing"], units["tolerance"],
         (units["hd95"], units["nsd"]),

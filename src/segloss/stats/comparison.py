@@ -87,9 +87,9 @@ def paired_comparison(
     *,
     metric: str,
     higher_is_better: bool = True,
-    alpha: float = 0.05,
-    margin: float = 0.02,
-    seed: int = 0,
+    alpha: float,
+    margin: float,
+    seed: int,
     drop_seeds: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Compare ``candidate`` with ``baseline`` on ``scores`` (loss, seed, patient, value[, fold]).
@@ -99,7 +99,9 @@ def paired_comparison(
     follows :func:`decide` against ``margin``, ``p_value`` is the Wilcoxon signed-rank test
     over the patients' seed means (secondary), ``bayes`` baycomp's signed-rank test on the same
     means with ``margin`` as the ROPE, ``power`` what this design detects. Seeds in
-    ``drop_seeds`` are left out of both losses (sensitivity analyses). JSON-serialisable.
+    ``drop_seeds`` are left out of both losses (sensitivity analyses); ``alpha``, ``margin``
+    and baycomp's ``seed`` are the caller's (the report passes ``report.*``).
+    JSON-serialisable.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
