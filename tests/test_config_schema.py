@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 # Composed at 76a9900 (the last commit before the schema), by the cases of _cases() below.
 SNAPSHOT = json.loads((Path(__file__).parent / "config_snapshot.json").read_text())
-# What the schema adds: the loss class its schema names, and experiment=tuned's slot.
-ADDED = {"loss._target_", "tuned_lr", "train.val_batch_size"}
+# What the schema adds: the loss class and the model function the schemas name, and
+# experiment=tuned's slot.
+ADDED = {"loss._target_", "model._target_", "tuned_lr", "train.val_batch_size"}
 # The fake rates experiment=tuned reads in these tests (conf/tuned/lr.yaml is tune's output).
 TUNED = "bce: 0.003\ndice: 0.001\nbce_dice: 0.0003\nfocal: 0.001\nlovasz: 0.001\ntversky: 0.001\n"
 OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in config.GROUPS}

@@ -27,22 +27,20 @@ from segloss.scoring import SUMMARY_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_MODEL = {
-    "name": "tiny",
-    "arch": "Unet",
-    "encoder_name": "resnet18",
-    "encoder_depth": 3,
-    "decoder_channels": [16, 8, 4],
-}
-SMALL_EVAL = [
+TINY_OVERRIDES = [
+    "model.encoder_depth=3",
+    "model.decoder_channels=[16,8,4]",
     "eval.batch_size=8",
     "eval.num_threads=1",
     "eval.threshold_grid={start: 0.1, stop: 0.9, step: 0.2}",
     "eval.calibration_bins=5",
 ]
 with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-    # The composed eval group (every key set, as the stage gets it), on small batches.
-    EVAL_CFG = OmegaConf.to_container(compose("config", overrides=SMALL_EVAL).eval)
+    # The composed groups (every key set, as the stages get them): a 3-level ResNet-18 U-Net
+    # evaluated in small batches.
+    _TINY = compose("config", overrides=TINY_OVERRIDES)
+TINY_MODEL = OmegaConf.to_container(_TINY.model)
+EVAL_CFG = OmegaConf.to_container(_TINY.eval)
 
 
 def write_checkpoint(models: Path, loss: str, seed: int, meta: dict, **data_overrides) -> Path:

@@ -1,5 +1,5 @@
-"""Models: build an smp U-Net from a config mapping, turn stored pixels into model input,
-and the checkpoint format, saved and loaded here side by side.
+"""Models: build the model a config's ``_target_`` names (an smp U-Net), turn stored pixels
+into model input, and the checkpoint format, saved and loaded here side by side.
 
 Ground floor: knows nothing of Hydra. ``preprocess`` is the ONE place that converts stored
 uint8 NHWC pixels into float model input; training, evaluation and benchmarks all call it.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from segloss.errors import DataError
+from segloss.config import ModelConfig
+from segloss.errors import ConfigError, DataError
 from segloss.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -32,21 +33,48 @@ CLASSES = 1
 RUN_KEYS = ("mlflow_run_id", "mlflow_parent_run_id")
 
 
-def build_model(model_cfg: Mapping) -> nn.Module:
-    """An smp model (``arch``, default ``Unet``) with 3 input channels and 1 output logit.
-
-    ``encoder_weights`` defaults to ``None`` (random init, no downloads); every other key
-    (``encoder_name``, ``encoder_depth``, ``decoder_channels``, ...) goes to
-    :func:`smp.create_model`. ``name`` only labels the config and is ignored here.
-    """
-    kwargs = {k: v for k, v in dict(model_cfg).items() if k not in {"name", "arch"}}
-    if "decoder_channels" in kwargs:
-        kwargs["decoder_channels"] = tuple(kwargs["decoder_channels"])
-    kwargs.setdefault("encoder_weights", None)
+def smp_model(
+    *,
+    arch: str,
+    encoder_name: str,
+    encoder_weights: str | None,
+    encoder_depth: int,
+    decoder_channels: Sequence[int],
+) -> nn.Module:
+    """smp's ``arch`` model (Unet, ...) with 3 input channels and 1 output logit, in
+    channels_last memory format; ``encoder_weights`` None is a random init (no download)."""
+    if arch.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
+        choices = ", ".join(cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values())
+        raise ConfigError(f"model.arch={arch!r} is not an smp architecture; choices: {choices}")
     model = smp.create_model(
-        arch=model_cfg["arch"], in_channels=IN_CHANNELS, classes=CLASSES, **kwargs
+        arch,
+        encoder_name=encoder_name,
+        encoder_weights=encoder_weights,
+        in_channels=IN_CHANNELS,
+        classes=CLASSES,
+        encoder_depth=encoder_depth,
+        decoder_channels=tuple(decoder_channels),
     )
     return model.to(memory_format=torch.channels_last)
+
+
+# The functions a ``model._target_`` may name (a checkpoint's too: nothing else is called).
+MODELS = {f"{__name__}.{f.__name__}": f for f in (smp_model,)}
+
+
+def build_model(model_cfg: Mapping[str, Any]) -> nn.Module:
+    """The model ``model_cfg["_target_"]`` names (:data:`MODELS`), built with the other keys
+    (less ``name``, which labels the option) as its arguments."""
+    target = model_cfg.get("_target_")
+    if target not in MODELS:
+        raise ConfigError(
+            f"model._target_ {target!r} is not a known model; known: {', '.join(MODELS)}"
+        )
+    # The function itself, not hydra.utils.instantiate: that wraps a ConfigError (an unknown
+    # arch) in an InstantiationException, losing the one-line error, and would call whatever
+    # a checkpoint names.
+    options = {k: v for k, v in dict(model_cfg).items() if k not in ("name", "_target_")}
+    return MODELS[target](**options)
 
 
 def preprocess(x_uint8_nhwc: torch.Tensor) -> torch.Tensor:
@@ -140,7 +168,8 @@ def load_checkpoint(
     if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= checkpoint.keys():
         raise _unusable(path, "not a segloss checkpoint (no config/state_dict)")
     try:
-        model = build_model(checkpoint["config"]["model"])
+        # Checkpoints saved before model._target_ existed were all built by the default one.
+        model = build_model({"_target_": ModelConfig._target_, **checkpoint["config"]["model"]})
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise _unusable(path, f"weights do not fit its config ({_first_line(exc)})") from None

@@ -1,4 +1,5 @@
-"""The ``model`` group: an smp U-Net (:func:`segloss.models.build_model`)."""
+"""The ``model`` group: an smp U-Net, built by the function ``_target_`` names
+(:func:`segloss.models.build_model`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from segloss.config.checks import int_at_least, require, rule
 
 @dataclass
 class ModelConfig:
-    """``name`` labels the option (conf/model/<name>.yaml); the rest goes to smp."""
+    """``name`` labels the option (conf/model/<name>.yaml); the rest are the arguments of
+    ``_target_`` (:func:`segloss.models.smp_model`)."""
 
     name: str = MISSING
+    _target_: str = "segloss.models.smp_model"
     arch: str = MISSING
     encoder_name: str = MISSING
     encoder_weights: str | None = MISSING  # null: random init, no downloads
