@@ -67,7 +67,7 @@ def measure(bench: Bench, selected: list[str], with_pipeline: bool, checkpoint: 
     sizes = bench.sizes
     default = sizes.image_sizes[0]
     jobs: dict[str, Callable[[], dict[str, Any]]] = {
-        "training": lambda: training.run(bench, loop(default)),
+        "training": lambda: training.run(bench, lambda: loop(default)),
         "naive": lambda: {str(size): naive_at(size) for size in sizes.image_sizes},
         "sweep": lambda: sweep.run(bench),
         "inference": lambda: inference.run(

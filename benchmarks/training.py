@@ -9,8 +9,11 @@
   is reported as ``run_overhead_s``.
 * ``model_only``: the same model, loss, batch size, threads, precision and AdamW step on one
   random batch already in memory as model input, timed the way the loop is: one epoch's
-  number of steps per repeat, one such epoch as warm-up, the median of as many repeats as the
-  loop has timed epochs (>= 3 in ``make bench``).
+  number of steps per repeat, one such epoch as warm-up, as many repeats as the loop has
+  timed epochs (5 in ``make bench``) just before the loop and as many just after it, the
+  median of all. Timing both sides cancels a machine that drifts while the loop runs (on
+  this project's VM a fixed step ran 13 % slower half a minute later; timed only after the
+  loop, the ratio came out 1.11). ``drift`` is the after/before ratio of medians.
 
 ``loop_efficiency = loop / model_only`` (goal >= 0.95). The loop does strictly more work than
 the model-only step, so a ratio above ``SUSPECT_ABOVE`` (1.03) means the baseline was measured
@@ -22,12 +25,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from common import Bench, median_rate, optimizer_step
+from common import Bench, optimizer_step
 
 from segloss.models import preprocess
 from segloss.sweep.tracked import train
@@ -71,44 +75,71 @@ def loop(bench: Bench, size: int) -> dict[str, Any]:
 SUSPECT_ABOVE = 1.03
 
 
-def model_only(
-    bench: Bench, size: int, steps: int, repeats: int, precision: str = "fp32"
-) -> dict[str, Any]:
+class ModelOnly:
     """Optimizer steps on one random batch of model input: the limit for the loop.
 
-    ``steps`` per repeat and one warm-up of ``steps`` (the loop's epoch and its first,
-    untimed epoch), the median of ``repeats``; the loop's thread count and precision.
+    Built with the loop's thread count and precision, and warmed up with one repeat of
+    ``steps`` (the loop's untimed first epoch); :meth:`repeat` times repeats of ``steps``.
     """
-    cfg = bench.config([f"train.precision={precision}"])
-    batch = cfg["train"]["batch_size"]
-    seed_everything(0)  # the loop's global torch settings (deterministic algorithms)
-    torch.set_num_threads(bench.threads)
-    step = optimizer_step(cfg)
-    generator = torch.Generator().manual_seed(0)
-    x = preprocess(torch.randint(0, 256, (batch, size, size, 3), generator=generator).byte())
-    y = (torch.rand(batch, 1, size, size, generator=generator) < 0.02).float()
 
-    def run_steps(n: int) -> None:
-        for _ in range(n):
-            step(x, y)
+    def __init__(self, bench: Bench, size: int, steps: int, precision: str = "fp32") -> None:
+        cfg = bench.config([f"train.precision={precision}"])
+        self.size, self.steps, self.precision = size, steps, precision
+        self.batch = cfg["train"]["batch_size"]
+        seed_everything(0)  # the loop's global torch settings (deterministic algorithms)
+        torch.set_num_threads(bench.threads)
+        self._step = optimizer_step(cfg)
+        generator = torch.Generator().manual_seed(0)
+        self._x = preprocess(
+            torch.randint(0, 256, (self.batch, size, size, 3), generator=generator).byte()
+        )
+        self._y = (torch.rand(self.batch, 1, size, size, generator=generator) < 0.02).float()
+        self.repeat(1)
 
-    result = median_rate(run_steps, batch, steps, steps, repeats)
-    return {"image_size": size, "batch_size": batch, "precision": precision, **result}
+    def repeat(self, repeats: int) -> list[float]:
+        """Seconds of each of ``repeats`` repeats of ``steps`` optimizer steps."""
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(self.steps):
+                self._step(self._x, self._y)
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+    def result(self, seconds: list[float]) -> dict[str, Any]:
+        rate = self.batch * self.steps / statistics.median(seconds)
+        return {
+            "image_size": self.size,
+            "batch_size": self.batch,
+            "precision": self.precision,
+            "images_per_s": rate,
+            "seconds": seconds,
+            "steps": self.steps,
+        }
 
 
-def run(bench: Bench, loop_result: dict[str, Any]) -> dict[str, Any]:
-    """Model-only at the loop's image size, steps and repeats; bf16 against fp32."""
-    batch = loop_result["batch_size"]
-    steps = loop_result["train_slices"] // batch
-    repeats = max(1, len(loop_result["epoch_seconds"]) - 1)
-    limit = model_only(bench, loop_result["image_size"], steps, repeats)
-    bf16 = model_only(bench, loop_result["image_size"], steps, repeats, precision="bf16")
-    efficiency = loop_result["images_per_s"] / limit["images_per_s"]
+def run(bench: Bench, loop_result: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Model-only at the loop's image size and steps, timed before and after the loop (the
+    limit is the median of both halves, so a machine that speeds up or slows down while
+    the loop runs does not bias the ratio); bf16 against fp32."""
+    sizes = bench.sizes
+    size = sizes.image_sizes[0]
+    repeats = max(1, sizes.loop_epochs - 1)  # as many as the loop's timed epochs
+    limit = ModelOnly(
+        bench, size, sizes.train_slices[size] // bench.config()["train"]["batch_size"]
+    )
+    before = limit.repeat(repeats)
+    looped = loop_result()
+    after = limit.repeat(repeats)
+    fp32 = limit.result(before + after)
+    bf16 = ModelOnly(bench, size, limit.steps, precision="bf16")
+    bf16_result = bf16.result(bf16.repeat(2 * repeats))
+    efficiency = looped["images_per_s"] / fp32["images_per_s"]
     return {
-        "loop": loop_result,
-        "model_only": limit,
-        "model_only_bf16": bf16,
+        "loop": looped,
+        "model_only": fp32 | {"drift": statistics.median(after) / statistics.median(before)},
+        "model_only_bf16": bf16_result,
         "loop_efficiency": efficiency,
         "baseline_suspect": efficiency > SUSPECT_ABOVE,
-        "bf16_speedup": bf16["images_per_s"] / limit["images_per_s"],
+        "bf16_speedup": bf16_result["images_per_s"] / fp32["images_per_s"],
     }
