@@ -36,6 +36,7 @@ from common import Bench, optimizer_step
 from segloss.models import preprocess
 from segloss.sweep.tracked import train
 from segloss.training import seed_everything
+from segloss.training.epoch import train_steps
 
 
 def loop(bench: Bench, size: int) -> dict[str, Any]:
@@ -78,14 +79,16 @@ SUSPECT_ABOVE = 1.03
 class ModelOnly:
     """Optimizer steps on one random batch of model input: the limit for the loop.
 
-    Built with the loop's thread count and precision, and warmed up with one repeat of
-    ``steps`` (the loop's untimed first epoch); :meth:`repeat` times repeats of ``steps``.
+    Built with the loop's thread count and precision; ``steps`` are the loop's per epoch of
+    ``n_train`` images (:func:`segloss.training.epoch.train_steps`). Warmed up with one
+    repeat of ``steps`` (the loop's untimed first epoch); :meth:`repeat` times repeats.
     """
 
-    def __init__(self, bench: Bench, size: int, steps: int, precision: str = "fp32") -> None:
+    def __init__(self, bench: Bench, size: int, n_train: int, precision: str = "fp32") -> None:
         cfg = bench.config([f"train.precision={precision}"])
-        self.size, self.steps, self.precision = size, steps, precision
+        self.size, self.precision = size, precision
         self.batch = cfg["train"]["batch_size"]
+        self.steps = train_steps(n_train, self.batch)
         seed_everything(0)  # the loop's global torch settings (deterministic algorithms)
         torch.set_num_threads(bench.threads)
         self._step = optimizer_step(cfg)
@@ -125,14 +128,12 @@ def run(bench: Bench, loop_result: Callable[[], dict[str, Any]]) -> dict[str, An
     sizes = bench.sizes
     size = sizes.image_sizes[0]
     repeats = max(1, sizes.loop_epochs - 1)  # as many as the loop's timed epochs
-    limit = ModelOnly(
-        bench, size, sizes.train_slices[size] // bench.config()["train"]["batch_size"]
-    )
+    limit = ModelOnly(bench, size, sizes.train_slices[size])
     before = limit.repeat(repeats)
     looped = loop_result()
     after = limit.repeat(repeats)
     fp32 = limit.result(before + after)
-    bf16 = ModelOnly(bench, size, limit.steps, precision="bf16")
+    bf16 = ModelOnly(bench, size, sizes.train_slices[size], precision="bf16")
     bf16_result = bf16.result(bf16.repeat(2 * repeats))
     efficiency = looped["images_per_s"] / fp32["images_per_s"]
     return {
