@@ -1,6 +1,6 @@
 """A real tracking server: a throwaway PostgreSQL cluster behind `mlflow server`, and the
 SQLite store under 4 parallel jobs; every run, param, metric, artifact and parent/child link
-of a joblib sweep must arrive.
+of a joblib sweep must arrive, also when 8 jobs log one data set at once.
 
 The PostgreSQL test needs Debian's `postgresql` (.ci/run installs it; elsewhere the test
 skips unless SEGLOSS_REQUIRE_POSTGRES=1). Both servers listen on 127.0.0.1 only, on free
@@ -17,14 +17,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from conftest import wait_for_http
 
 from segloss import tracking
+from segloss.tracking.records import Dataset
 
 REPO = Path(__file__).resolve().parents[1]
 PER_EPOCH = ("train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds")
@@ -175,14 +179,64 @@ def check_everything_arrived(uri: str, n_children: int, epochs: int) -> None:
         assert {"config.yaml", "history.csv"} <= artifacts
 
 
-def test_joblib_sweep_logs_everything_to_an_mlflow_server_on_postgresql(tiny_prepared, tmp_path):
+@pytest.fixture(scope="module")
+def postgres_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """One `mlflow server` on a fresh PostgreSQL cluster for this module; (URI, artifacts)."""
+    base = tmp_path_factory.mktemp("pg-server")
     with (
         postgres_cluster() as backend,
-        mlflow_server(backend, tmp_path / "artifacts", tmp_path / "server.log") as uri,
+        mlflow_server(backend, base / "artifacts", base / "server.log") as uri,
     ):
-        sweep(tmp_path, tiny_prepared, uri, n_jobs=2, losses="bce,dice", seeds="0", epochs=2)
-        check_everything_arrived(uri, n_children=2, epochs=2)
-        assert any((tmp_path / "artifacts").rglob("history.csv"))  # stored by the server
+        yield uri, base / "artifacts"
+
+
+def test_joblib_sweep_logs_everything_to_an_mlflow_server_on_postgresql(
+    postgres_server, tiny_prepared, tmp_path
+):
+    uri, artifacts = postgres_server
+    sweep(tmp_path, tiny_prepared, uri, n_jobs=2, losses="bce,dice", seeds="0", epochs=2)
+    check_everything_arrived(uri, n_children=2, epochs=2)
+    assert any(artifacts.rglob("history.csv"))  # stored by the server
+
+
+def log_at_once(uri: str, runs: list[str], splits: list[Dataset]) -> None:
+    """Each run logs ``splits`` from its own thread, all released together; a job's error is
+    raised here."""
+    start = threading.Barrier(len(runs))
+
+    def log(run_id: str) -> None:
+        start.wait()
+        tracking.log_datasets(uri, run_id, splits)
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        list(pool.map(log, runs))
+
+
+# log_datasets quiets MLflow's schema hints with warnings.catch_warnings, which is not
+# thread-safe; each job of a real sweep is its own process.
+@pytest.mark.filterwarnings("ignore:Hint:UserWarning")
+def test_jobs_logging_one_data_set_at_once_all_record_it_on_postgresql(postgres_server):
+    """Parallel jobs of one sweep log the same splits (same name and digest) when they start.
+    The server's select-then-insert lets two of them insert one data set, and PostgreSQL
+    rejects the second ("duplicate key value violates unique constraint"): that job used to
+    fail (a CI run did). 8 jobs at once, 3 times, reproduce it every time without the retry."""
+    uri, _ = postgres_server
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("one-data-set-at-once")
+    table = pd.DataFrame({"patient": ["p0"], "slice": [1], "tumour_pixels": [3]})
+    for attempt in range(3):
+        splits = [
+            Dataset(f"blobs-{split}", f"digest{attempt}", "/prepared", table, context)
+            for split, context in (("train", "training"), ("val", "validation"))
+        ]
+        runs = [client.create_run(experiment).info.run_id for _ in range(8)]
+        log_at_once(uri, runs, splits)
+        for run_id in runs:
+            logged = client.get_run(run_id).inputs.dataset_inputs
+            assert sorted((d.dataset.name, d.dataset.digest) for d in logged) == [
+                ("blobs-train", f"digest{attempt}"),
+                ("blobs-val", f"digest{attempt}"),
+            ]
 
 
 def test_sqlite_store_under_4_parallel_jobs_loses_no_run_or_metric(tiny_prepared, tmp_path):

@@ -89,18 +89,29 @@ def test_unreachable_server_is_one_clear_error():
 
 
 @pytest.mark.parametrize(
-    "message",
-    ["database is locked", "UNIQUE constraint failed: tags.key, tags.run_uuid"],
-    ids=["locked", "tag-race"],
+    "error",
+    [
+        sqlite3.OperationalError("database is locked"),
+        sqlite3.IntegrityError("UNIQUE constraint failed: tags.key, tags.run_uuid"),
+        # what a server on PostgreSQL answered when two sweep jobs logged one data set at once
+        mlflow.exceptions.RestException(
+            {
+                "error_code": "BAD_REQUEST",
+                "message": "(psycopg2.errors.UniqueViolation) duplicate key value violates "
+                'unique constraint "dataset_pk"',
+            }
+        ),
+    ],
+    ids=["locked", "tag-race", "postgres-dataset-race"],
 )
-def test_database_locked_is_retried(monkeypatch, message):
+def test_database_locked_is_retried(monkeypatch, error):
     monkeypatch.setattr(store.time, "sleep", lambda s: None)
     calls = []
 
     def flaky() -> str:
         calls.append(1)
         if len(calls) < 3:
-            raise sqlite3.OperationalError(message)
+            raise error
         return "ok"
 
     assert store.retry_locked(flaky) == "ok" and len(calls) == 3

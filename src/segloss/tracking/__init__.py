@@ -9,7 +9,8 @@ nested under its sweep's parent run by the ``mlflow.parentRunId`` tag, which is 
 SQLite with parallel writers: the schema is created (or migrated) once, under a file lock
 beside the database (``<db>.lock``), so two sweeps started together on a fresh store do not
 race in MLflow's migrations; every write retries (tenacity) while SQLite reports "database
-is locked", system-metric samples included.
+is locked", system-metric samples included, and when parallel jobs insert the same row at
+once (a tag, or one data set on SQLite or PostgreSQL).
 
 Every run records where it runs (tags ``segloss.host``, ``segloss.pid``,
 ``segloss.pid_started``), so a later sweep can end as KILLED the runs that a process killed

@@ -1,5 +1,6 @@
 """The tracking store: is tracking on, can the store be reached, one client per store with
-SQLite's schema created under a file lock, and every write retried while SQLite is locked."""
+SQLite's schema created under a file lock, and every write retried while SQLite is locked or
+a concurrent insert of the same row won."""
 
 from __future__ import annotations
 
@@ -45,18 +46,29 @@ class TrackingError(SeglossError):
     """The tracking server or store cannot be used."""
 
 
+# What a store says when a write must be tried again. SQLite: locked by another writer.
+# A unique-key clash is MLflow's select-then-insert losing a race to another process that
+# writes the same row at once: the same tag when two end one run, or the same data set
+# (experiment, name, digest) when two jobs of one sweep log their splits; the retry finds
+# the row and reuses it. SQLite and PostgreSQL (also through a server's REST error) word
+# the clash differently.
+_RETRIABLE = (
+    "database is locked",
+    "UNIQUE constraint failed",
+    "duplicate key value violates unique constraint",
+)
+
+
 def _is_locked(exc: BaseException) -> bool:
-    # SQLAlchemy OperationalError, or the same wrapped in an MlflowException. A "UNIQUE
-    # constraint failed" comes from two processes writing the same tag at once (e.g. both
-    # ending one run with a reason): MLflow's select-then-insert lost the race, and the retry
-    # finds the row and updates it.
+    # SQLAlchemy's error, or the same wrapped in an MlflowException or a RestException.
     text = str(exc)
-    return "database is locked" in text or "UNIQUE constraint failed" in text
+    return any(reason in text for reason in _RETRIABLE)
 
 
 def retry_locked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call ``fn``, retrying with jittered exponential backoff while SQLite says "database is
-    locked" (up to ``LOCK_RETRIES`` attempts); any other error is raised at once."""
+    """Call ``fn``, retrying with jittered exponential backoff while the store is locked or a
+    concurrent insert of the same row won (up to ``LOCK_RETRIES`` attempts); any other error
+    is raised at once."""
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(_is_locked),
         stop=tenacity.stop_after_attempt(LOCK_RETRIES),
