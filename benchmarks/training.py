@@ -9,15 +9,21 @@
   is reported as ``run_overhead_s``.
 * ``model_only``: the same model, loss, batch size, threads, precision and AdamW step on one
   random batch already in memory as model input, timed the way the loop is: one epoch's
-  number of steps per repeat, one such epoch as warm-up, as many repeats as the loop has
-  timed epochs (5 in ``make bench``) just before the loop and as many just after it, the
-  median of all. Timing both sides cancels a machine that drifts while the loop runs (on
-  this project's VM a fixed step ran 13 % slower half a minute later; timed only after the
-  loop, the ratio came out 1.11). ``drift`` is the after/before ratio of medians.
+  number of steps per repeat, one such epoch as warm-up. One repeat runs right after each
+  of the loop's epochs (from the loop's own per-epoch callback), so every timed epoch has a
+  model-only repeat next to it in time.
 
-``loop_efficiency = loop / model_only`` (goal >= 0.95). The loop does strictly more work than
-the model-only step, so a ratio above ``SUSPECT_ABOVE`` (1.03) means the baseline was measured
-wrong (or the machine was busy): the result then says ``baseline_suspect: true``.
+``loop_efficiency`` is the median over the timed epochs of (model-only seconds / loop epoch
+seconds) for the same images: pairing each epoch with the repeat beside it cancels a machine
+that drifts while the benchmark runs (on this project's VM a fixed step ran 13 % slower half
+a minute later, and repeats timed only after the loop gave 1.11). Goal >= 0.95. The loop does
+strictly more work than the model-only step, so a ratio above ``SUSPECT_ABOVE`` (1.03) means
+the baseline was measured wrong (or the machine was busy): the result then says
+``baseline_suspect: true``. ``step_vs_model_only`` checks the baseline from inside: the
+loop's own time in model steps (``step_seconds``, its forward/loss/backward/optimizer steps on
+real batches) over the model-only repeat next to it; about 1 when the two steps are alike.
+``step_share`` is that step time over its own epoch's time: the same figure as
+``loop_efficiency`` measured within each epoch, so no drift between two timings enters it.
 ``bf16_speedup``: model-only images/s with ``train.precision=bf16`` over fp32.
 """
 
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +43,12 @@ from segloss.models import preprocess
 from segloss.sweep.tracked import train
 from segloss.training import seed_everything
 from segloss.training.epoch import train_steps
+from segloss.training.job import Progress
 
 
-def loop(bench: Bench, size: int) -> dict[str, Any]:
-    """Run ``train()`` on a prepared folder at ``size``; images/s from its epoch times."""
+def loop(bench: Bench, size: int, after_epoch: Progress | None = None) -> dict[str, Any]:
+    """Run ``train()`` on a prepared folder at ``size``; images/s from its epoch times.
+    ``after_epoch(epoch, epochs, row)`` is called after each epoch, outside its timing."""
     sizes = bench.sizes
     n_train = sizes.train_slices[size]
     prepared = bench.prepared(size, n_train, sizes.eval_slices, sizes.eval_slices)
@@ -55,9 +63,16 @@ def loop(bench: Bench, size: int) -> dict[str, Any]:
     batch = cfg["train"]["batch_size"]
     if n_train % batch:
         raise ValueError(f"{n_train} training slices is not a multiple of batch size {batch}")
+    outside = [0.0]  # seconds in after_epoch: not the run's
+
+    def timed_after_epoch(epoch: int, epochs: int, row: Mapping[str, float]) -> None:
+        tic = time.perf_counter()
+        after_epoch(epoch, epochs, row)
+        outside[0] += time.perf_counter() - tic
+
     start = time.perf_counter()
-    summary = train(cfg)
-    wall = time.perf_counter() - start
+    summary = train(cfg, progress=timed_after_epoch if after_epoch else None)
+    wall = time.perf_counter() - start - outside[0]
     epochs = pd.read_csv(Path(summary["model_path"]).parent / "history.csv")["seconds"]
     timed = epochs.iloc[1:] if len(epochs) > 1 else epochs
     return {
@@ -121,26 +136,35 @@ class ModelOnly:
         }
 
 
-def run(bench: Bench, loop_result: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Model-only at the loop's image size and steps, timed before and after the loop (the
-    limit is the median of both halves, so a machine that speeds up or slows down while
-    the loop runs does not bias the ratio); bf16 against fp32."""
+def run(bench: Bench, loop_result: Callable[[Progress], dict[str, Any]]) -> dict[str, Any]:
+    """Model-only at the loop's image size and steps, one repeat after each loop epoch (each
+    timed epoch paired with the repeat beside it); bf16 against fp32."""
     sizes = bench.sizes
     size = sizes.image_sizes[0]
-    repeats = max(1, sizes.loop_epochs - 1)  # as many as the loop's timed epochs
     limit = ModelOnly(bench, size, sizes.train_slices[size])
-    before = limit.repeat(repeats)
-    looped = loop_result()
-    after = limit.repeat(repeats)
-    fp32 = limit.result(before + after)
+    beside: dict[int, tuple[float, float]] = {}  # epoch -> (its step_seconds, model-only s)
+
+    def after_epoch(epoch: int, epochs: int, row: Mapping[str, float]) -> None:
+        beside[epoch] = (row["step_seconds"], limit.repeat(1)[0])
+
+    looped = loop_result(after_epoch)
+    timed = range(2, len(looped["epoch_seconds"]) + 1) if len(beside) > 1 else [1]
+    epoch_s = [looped["epoch_seconds"][e - 1] for e in timed]
+    step_s, model_s = ([beside[e][i] for e in timed] for i in (0, 1))
+    fp32 = limit.result(model_s)
     bf16 = ModelOnly(bench, size, sizes.train_slices[size], precision="bf16")
-    bf16_result = bf16.result(bf16.repeat(2 * repeats))
-    efficiency = looped["images_per_s"] / fp32["images_per_s"]
+    bf16_result = bf16.result(bf16.repeat(len(model_s)))
+    efficiency = statistics.median(m / e for m, e in zip(model_s, epoch_s, strict=True))
     return {
         "loop": looped,
-        "model_only": fp32 | {"drift": statistics.median(after) / statistics.median(before)},
+        "model_only": fp32,
         "model_only_bf16": bf16_result,
         "loop_efficiency": efficiency,
+        "epoch_ratios": [m / e for m, e in zip(model_s, epoch_s, strict=True)],
+        "step_vs_model_only": statistics.median(
+            s / m for s, m in zip(step_s, model_s, strict=True)
+        ),
+        "step_share": statistics.median(s / e for s, e in zip(step_s, epoch_s, strict=True)),
         "baseline_suspect": efficiency > SUSPECT_ABOVE,
         "bf16_speedup": bf16_result["images_per_s"] / fp32["images_per_s"],
     }
