@@ -221,9 +221,11 @@ def test_plain_mappings_get_the_same_checks():
     cv = {"folds": 1, "val_fraction": 0.2, "fold": None}
     with pytest.raises(ConfigError, match="cv: unknown setting.s. fold_count; known: folds"):
         config.from_mapping(config.CvConfig, cv | {"fold_count": 2}, "cv")
+    with pytest.raises(ConfigError, match=r"^cv: setting\(s\) val_fraction, fold not set$"):
+        config.from_mapping(config.CvConfig, {"folds": 1}, "cv")  # no default in the schema
     with pytest.raises(ConfigError, match=r"^data\.source='mnist': expected one of"):
         config.data_config({"source": "mnist"})
-    shared = config.data_config({"source": "lgg", "download": True, "cache": "c"})
+    shared = config.data_config({"source": "lgg", "root": "r", "download": True, "cache": "c"})
     assert shared.image_size == config.DataConfig.image_size  # the shared defaults, set once
 
 

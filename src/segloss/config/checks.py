@@ -57,14 +57,18 @@ def rule(prefix: str, value: Any, ok: bool, expected: str) -> None:
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any] | None, prefix: str) -> T:
-    """``cls`` built from ``values`` (nested mappings become the nested schemas): defaults for
-    absent keys, ``ConfigError`` for unknown ones, and every ``__post_init__`` check run."""
+    """``cls`` built from ``values`` (nested mappings become the nested schemas), every
+    ``__post_init__`` check run; ``ConfigError`` for unknown keys, and for absent ones that
+    have no default (``MISSING``: their value lives in conf/)."""
     values = dict(values or {})
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
     if unknown := sorted(set(values) - set(names)):
         raise ConfigError(
             f"{prefix}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(names)}"
         )
+    if absent := [f.name for f in fields if f.name not in values and f.default == MISSING]:
+        raise ConfigError(f"{prefix}: setting(s) {', '.join(absent)} not set")
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         kind = hints[name]

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from segloss.config import EvalConfig, from_mapping
-from segloss.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -29,8 +28,6 @@ class EvalSettings:
     def from_mapping(cls, cfg: Mapping) -> EvalSettings:
         """From ``cfg.eval`` with every key set, checked by its schema (the same one-line
         errors as at composition); the grid of start/stop/step becomes the thresholds."""
-        if missing := [f.name for f in dataclasses.fields(EvalConfig) if f.name not in cfg]:
-            raise ConfigError(f"eval: setting(s) {', '.join(missing)} not set")
         checked = from_mapping(EvalConfig, cfg, "eval")
         grid = checked.threshold_grid
         thresholds = np.round(np.arange(grid.start, grid.stop + grid.step / 2, grid.step), 6)
