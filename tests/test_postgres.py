@@ -190,6 +190,7 @@ def postgres_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
         yield uri, base / "artifacts"
 
 
+@pytest.mark.xdist_group("postgres")  # one worker: the module's server is started once
 def test_joblib_sweep_logs_everything_to_an_mlflow_server_on_postgresql(
     postgres_server, tiny_prepared, tmp_path
 ):
@@ -215,6 +216,7 @@ def log_at_once(uri: str, runs: list[str], splits: list[Dataset]) -> None:
 # log_datasets quiets MLflow's schema hints with warnings.catch_warnings, which is not
 # thread-safe; each job of a real sweep is its own process.
 @pytest.mark.filterwarnings("ignore:Hint:UserWarning")
+@pytest.mark.xdist_group("postgres")
 def test_jobs_logging_one_data_set_at_once_all_record_it_on_postgresql(postgres_server):
     """Parallel jobs of one sweep log the same splits (same name and digest) when they start.
     The server's select-then-insert lets two of them insert one data set, and PostgreSQL
