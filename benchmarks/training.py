@@ -154,13 +154,14 @@ def run(bench: Bench, loop_result: Callable[[Progress], dict[str, Any]]) -> dict
     fp32 = limit.result(model_s)
     bf16 = ModelOnly(bench, size, sizes.train_slices[size], precision="bf16")
     bf16_result = bf16.result(bf16.repeat(len(model_s)))
-    efficiency = statistics.median(m / e for m, e in zip(model_s, epoch_s, strict=True))
+    ratios = [m / e for m, e in zip(model_s, epoch_s, strict=True)]  # loop / model-only rate
+    efficiency = statistics.median(ratios)
     return {
         "loop": looped,
         "model_only": fp32,
         "model_only_bf16": bf16_result,
         "loop_efficiency": efficiency,
-        "epoch_ratios": [m / e for m, e in zip(model_s, epoch_s, strict=True)],
+        "epoch_ratios": ratios,
         "step_vs_model_only": statistics.median(
             s / m for s, m in zip(step_s, model_s, strict=True)
         ),
