@@ -46,6 +46,11 @@ from segloss.training.epoch import train_steps
 from segloss.training.job import Progress
 
 
+def timed_epochs(n: int) -> list[int]:
+    """The epochs (1-based) whose times count: all but the first, the warm-up (if n > 1)."""
+    return list(range(2, n + 1)) if n > 1 else [1]
+
+
 def loop(bench: Bench, size: int, after_epoch: Progress | None = None) -> dict[str, Any]:
     """Run ``train()`` on a prepared folder at ``size``; images/s from its epoch times.
     ``after_epoch(epoch, epochs, row)`` is called after each epoch, outside its timing."""
@@ -74,7 +79,7 @@ def loop(bench: Bench, size: int, after_epoch: Progress | None = None) -> dict[s
     summary = train(cfg, progress=timed_after_epoch if after_epoch else None)
     wall = time.perf_counter() - start - outside[0]
     epochs = pd.read_csv(Path(summary["model_path"]).parent / "history.csv")["seconds"]
-    timed = epochs.iloc[1:] if len(epochs) > 1 else epochs
+    timed = [epochs.iloc[e - 1] for e in timed_epochs(len(epochs))]
     return {
         "image_size": size,
         "batch_size": batch,
@@ -148,9 +153,10 @@ def run(bench: Bench, loop_result: Callable[[Progress], dict[str, Any]]) -> dict
         beside[epoch] = (row["step_seconds"], limit.repeat(1)[0])
 
     looped = loop_result(after_epoch)
-    timed = range(2, len(looped["epoch_seconds"]) + 1) if len(beside) > 1 else [1]
+    timed = timed_epochs(len(looped["epoch_seconds"]))
     epoch_s = [looped["epoch_seconds"][e - 1] for e in timed]
-    step_s, model_s = ([beside[e][i] for e in timed] for i in (0, 1))
+    step_s = [beside[e][0] for e in timed]
+    model_s = [beside[e][1] for e in timed]
     fp32 = limit.result(model_s)
     bf16 = ModelOnly(bench, size, sizes.train_slices[size], precision="bf16")
     bf16_result = bf16.result(bf16.repeat(len(model_s)))

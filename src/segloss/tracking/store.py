@@ -59,7 +59,7 @@ _RETRIABLE = (
 )
 
 
-def _is_locked(exc: BaseException) -> bool:
+def _retriable(exc: BaseException) -> bool:
     # SQLAlchemy's error, or the same wrapped in an MlflowException or a RestException.
     text = str(exc)
     return any(reason in text for reason in _RETRIABLE)
@@ -70,7 +70,7 @@ def retry_locked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     concurrent insert of the same row won (up to ``LOCK_RETRIES`` attempts); any other error
     is raised at once."""
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(_is_locked),
+        retry=tenacity.retry_if_exception(_retriable),
         stop=tenacity.stop_after_attempt(LOCK_RETRIES),
         wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
         sleep=lambda seconds: time.sleep(seconds),  # looked up at call time (tests patch it)
