@@ -24,7 +24,6 @@ log = logging.getLogger("train")
 
 
 def _train(cfg: DictConfig) -> dict:
-    sweep.watch_launcher()  # a job in another process: stop (run KILLED) if the sweep dies
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain["train"]["num_threads"] = sweep.num_threads(plain["train"]["num_threads"])
     if summary := quick_reuse(plain):  # up to date: no torch or MLflow import in this job
@@ -49,16 +48,17 @@ def _train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    hydra_cfg = HydraConfig.get()
-    if cfg.get("print_config", True) and (
-        hydra_cfg.mode != RunMode.MULTIRUN or hydra_cfg.job.num == 0
-    ):
-        print_config(cfg)  # a sweep's first job only: the others differ by their overrides
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        # A failing job must reach Hydra, which records it, runs the other jobs and raises at
-        # the end; one_line_errors would exit the whole sweep.
-        return _train(cfg)
-    return one_line_errors(_train)(cfg)
+    with sweep.interruptible_job():  # SIGTERM ends the job (run KILLED), sent if the sweep dies
+        hydra_cfg = HydraConfig.get()
+        if cfg.get("print_config", True) and (
+            hydra_cfg.mode != RunMode.MULTIRUN or hydra_cfg.job.num == 0
+        ):
+            print_config(cfg)  # a sweep's first job only: the others differ by their overrides
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # A failing job must reach Hydra, which records it, runs the other jobs and raises
+            # at the end; one_line_errors would exit the whole sweep.
+            return _train(cfg)
+        return one_line_errors(_train)(cfg)
 
 
 if __name__ == "__main__":

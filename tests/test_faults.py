@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from segloss.models import load_checkpoint
@@ -94,12 +95,21 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def wait_group_ends(proc: subprocess.Popen, timeout: float) -> None:
+    """Wait for every process of the sweep's group to end; on timeout, say which are left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    left = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if os.getpgid(process.pid) == proc.pid:
+                left.append(" ".join(process.info["cmdline"] or [])[-160:])
+    raise AssertionError(f"processes of the sweep left after {timeout:.0f} s: {left}")
 
 
 LONG = ["train.epochs=400", "train.augment.enabled=false"]  # long enough to be interrupted
@@ -144,8 +154,7 @@ def test_signal_ends_every_started_child_and_the_parent_killed(
         else:
             os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
-        # job processes (submitit's run beside the launcher) end within a few seconds
-        wait_for(lambda: not group_alive(proc.pid), 30, "every process of the sweep to end")
+        wait_group_ends(proc, 30)  # job processes (submitit's beside the launcher) end too
     finally:
         kill_group(proc)
     log = (tmp_path / "sweep.log").read_text()
@@ -159,6 +168,47 @@ def test_signal_ends_every_started_child_and_the_parent_killed(
     for child in children:
         assert "interrupted" in child["tags"].get("reason", ""), child
     assert not list((tmp_path / "models").glob("**/.tmp-*"))  # nothing half-written
+
+
+def job_processes(pid: int) -> list[psutil.Process]:
+    """The sweep's submitit job processes (children of its per-job controllers)."""
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in below:
+        with contextlib.suppress(psutil.Error):
+            if "submitit.core._submit" in " ".join(child.cmdline()):
+                found.append(child)
+    return found
+
+
+def test_launcher_killed_before_the_jobs_runs_start_ends_every_job(tiny_prepared, tmp_path):
+    """submitit's job process ignores SIGTERM ("bypass") outside a run. The launcher killed
+    as soon as its job processes exist (still importing torch, their runs not yet created)
+    ends them all the same, within a minute, and no run is left RUNNING. Before the fix one
+    job logged "Bypassing signal SIGTERM" and trained on, orphaned."""
+    cmd = train_cmd(
+        tmp_path,
+        tiny_prepared,
+        "-m",
+        "loss=bce,dice",
+        "seed=0",
+        *LONG,
+        "hydra/launcher=submitit_local",
+    )
+    proc = start(cmd, tmp_path / "sweep.log")
+    db = tmp_path / "mlflow.db"
+    try:
+        wait_for(lambda: len(job_processes(proc.pid)) >= 2, 150, "2 job processes", proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+        wait_group_ends(proc, 60)
+    finally:
+        kill_group(proc)
+    found = runs(db)
+    assert found and not [r for r in found if r["status"] == "RUNNING"], found
 
 
 def test_kill_9_midway_then_rerun_trains_only_the_unfinished(tiny_prepared, tmp_path):

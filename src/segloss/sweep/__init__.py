@@ -16,7 +16,8 @@ sweeper runs every job of the batch, then raises for a failed one). SIGTERM and 
 every child still RUNNING and the parent as KILLED, whatever the launcher did to its
 workers; otherwise the parent is KILLED if a child was, FAILED if a child failed or the
 sweep did not complete, else FINISHED. Jobs in other processes on this host watch the
-launching process (:func:`watch_launcher`) and end their run KILLED if it dies.
+launching process and end their run KILLED if it dies; a job runs under
+:func:`interruptible_job`, so SIGTERM ends it even before its run starts.
 
 Modules: :mod:`.callback` (the parent run), :mod:`.jobs` (every job composed and checked;
 pruning), :mod:`.worker` (in a job's process), :mod:`.progress` (the display),
@@ -30,9 +31,9 @@ from segloss.sweep.progress import PROGRESS_ENV, SweepProgress, job_progress
 from segloss.sweep.worker import (
     LAUNCHER_ENV,
     PARENT_RUN_FILE,
+    interruptible_job,
     num_threads,
     parent_run_id,
-    watch_launcher,
 )
 
 __all__ = [
@@ -42,11 +43,11 @@ __all__ = [
     "MlflowSweepCallback",
     "SweepProgress",
     "end_sweep",
+    "interruptible_job",
     "job_configs",
     "job_overrides",
     "job_progress",
     "num_threads",
     "parent_run_id",
     "prune_models",
-    "watch_launcher",
 ]

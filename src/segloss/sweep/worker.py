@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
@@ -20,9 +22,24 @@ LAUNCHER_ENV = "SEGLOSS_SWEEP_LAUNCHER"
 _watching: list[int] = []
 
 
-def watch_launcher() -> None:
-    """In a sweep job running in another process on the launcher's host: end this job (as
-    SIGTERM does: run KILLED) once the launching process is gone. Once per process."""
+@contextlib.contextmanager
+def interruptible_job() -> Iterator[None]:
+    """A sweep job, from its first line to its last: SIGTERM ends it as Ctrl-C does (a run in
+    progress ends KILLED), and a job in another process on the launcher's host gets that
+    SIGTERM once the launching process is gone.
+
+    For the whole job, not only its run: submitit's job process otherwise ignores SIGTERM
+    ("Bypassing signal SIGTERM"), so a launcher that died while its jobs were still starting
+    (imports, data) left them training on, orphaned.
+    """
+    with processes.sigterm_as_interrupt():
+        _watch_launcher()  # after the handler: its SIGTERM must never find submitit's
+        yield
+
+
+def _watch_launcher() -> None:
+    """SIGTERM this process once the launching process is gone (once per process: a joblib
+    worker keeps its watcher from job to job)."""
     value = os.environ.get(LAUNCHER_ENV, "")
     if _watching or value.count(":") < 2:
         return
