@@ -95,21 +95,25 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def wait_group_ends(proc: subprocess.Popen, timeout: float) -> None:
     """Wait for every process of the sweep's group to end; on timeout, say which are left."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    left = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if os.getpgid(process.pid) == proc.pid:
-                left.append(" ".join(process.info["cmdline"] or [])[-160:])
-    raise AssertionError(f"processes of the sweep left after {timeout:.0f} s: {left}")
+    try:
+        wait_for(lambda: not group_alive(proc.pid), timeout, "every process of the sweep to end")
+    except AssertionError:
+        left = []
+        for process in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error, OSError):  # it may end meanwhile
+                if os.getpgid(process.pid) == proc.pid:
+                    left.append(" ".join(process.info["cmdline"] or [])[-160:])
+        raise AssertionError(f"processes of the sweep left after {timeout:.0f} s: {left}") from None
 
 
 LONG = ["train.epochs=400", "train.augment.enabled=false"]  # long enough to be interrupted
