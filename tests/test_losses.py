@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from segloss.errors import ConfigError
-from segloss.losses import build_loss, known_losses
+from segloss.losses import build_loss, known_losses, loss_variant
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))
@@ -110,12 +110,58 @@ def test_dice_hand_values_per_image_and_batch():
     target[1] = 0  # second image is tumour-free
     logits = torch.full_like(target, -30.0)  # predicts nothing
     # image: mean of 1 - 1/(4+1) and 1 - 1/1; batch pools both images: fn = 4, so 1 - 1/(4+1)
-    image = build_loss(config("dice"))(logits, target).item()
-    batch = build_loss(config("dice", reduction="batch"))(logits, target).item()
+    image = build_loss(config("dice_image"))(logits, target).item()
+    batch = build_loss(config("dice"))(logits, target).item()
     assert image == pytest.approx(0.4, abs=1e-6)
     assert batch == pytest.approx(1 - 1 / (4 + 1), abs=1e-6)
     perfect = torch.where(target > 0, 30.0, -30.0)
     assert build_loss(config("dice"))(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+# The article's functions (Kaggle LGG notebooks), transcribed literally: probabilities in,
+# soft counts summed over the whole flattened batch, smooth 1, BCE on probabilities.
+def article_dice_coef(y_true, y_pred, smooth=1):
+    y_true_f = y_true.flatten()
+    y_pred_f = y_pred.flatten()
+    intersection = (y_true_f * y_pred_f).sum()
+    return (2.0 * intersection + smooth) / (y_true_f.sum() + y_pred_f.sum() + smooth)
+
+
+def article_dice_coef_loss(y_true, y_pred):
+    return 1 - article_dice_coef(y_true, y_pred)
+
+
+def article_bce_dice_loss(y_true, y_pred):
+    return torch.nn.BCELoss()(y_pred, y_true) + article_dice_coef_loss(y_true, y_pred)
+
+
+@pytest.mark.parametrize("empty", [(1,), (0, 2), (0, 1, 2, 3)], ids=["one", "two", "all"])
+def test_default_dice_and_bce_dice_equal_the_articles_functions(empty):
+    generator = torch.Generator().manual_seed(len(empty))
+    probs = torch.rand(4, 1, 16, 16, generator=generator, dtype=torch.float64) * 0.98 + 0.01
+    target = (torch.rand(4, 1, 16, 16, generator=generator) > 0.7).double()
+    target[list(empty)] = 0  # tumour-free slices, and a batch without any tumour
+    logits = torch.logit(probs)
+    pairs = (("dice", article_dice_coef_loss), ("bce_dice", article_bce_dice_loss))
+    for name, article in pairs:
+        ours = build_loss(config(name))(logits, target).item()
+        assert ours == pytest.approx(article(target, probs).item(), abs=1e-6), name
+
+
+def test_variants_are_named_and_the_image_form_differs_from_the_articles():
+    assert [loss_variant(config(n)) for n in ("dice", "bce_dice", "bce", "lovasz")] == [
+        "batch",
+        "batch",
+        "pixel",
+        "image",
+    ]
+    for name in ("dice_image", "bce_dice_image"):
+        cfg = config(name)
+        assert (cfg["name"], loss_variant(cfg)) == (name, "image")
+    probs, target = torch.full((2, 1, 4, 4), 0.3), square_target(2, 4)
+    target[1] = 0
+    image = build_loss(config("dice_image"))(torch.logit(probs), target).item()
+    assert abs(image - article_dice_coef_loss(target, probs).item()) > 0.02
 
 
 def test_dice_penalises_false_positives_on_empty_targets_unlike_smp():
@@ -144,7 +190,7 @@ def test_bce_dice_is_exactly_the_weighted_sum_of_its_parts():
 def test_tversky_with_equal_weights_is_dice():
     x, g = torch.randn(3, 1, 8, 8), square_target(3)
     tversky = build_loss(config("tversky", alpha=0.5, beta=0.5, smooth=0.5))(x, g)
-    dice = build_loss(config("dice", smooth=1.0))(x, g)  # Dice's s is twice Tversky's
+    dice = build_loss(config("dice_image", smooth=1.0))(x, g)  # Dice's s is twice Tversky's
     assert tversky.item() == pytest.approx(dice.item(), rel=1e-6)
 
 

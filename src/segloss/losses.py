@@ -183,6 +183,20 @@ class LovaszLoss(LogitLoss):
         return self.inner(logits, target)
 
 
+def loss_variant(loss_cfg: Mapping[str, Any]) -> str:
+    """How a loss averages over the batch, the word tables and runs show beside its name.
+
+    ``batch``: soft counts pooled over the whole batch (the article's Dice); ``image``: the
+    mean of each image's own value; ``pixel``: a mean over every pixel (BCE, focal), which has
+    no per-image or pooled form. Lovasz: ``image`` when ``per_image``, else ``batch``.
+    """
+    if "reduction" in loss_cfg:
+        return str(loss_cfg["reduction"])
+    if "per_image" in loss_cfg:
+        return "image" if loss_cfg["per_image"] else "batch"
+    return "pixel"
+
+
 def known_losses() -> dict[str, type[LogitLoss]]:
     """The classes a ``_target_`` may name: ``segloss.losses.<class>`` -> class."""
     return {f"{__name__}.{cls.__name__}": cls for cls in LogitLoss.__subclasses__()}
