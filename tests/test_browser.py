@@ -244,7 +244,7 @@ def test_mlflow_ui_shows_parent_children_datasets_and_models(reported, browser, 
 
     parent_name = reported["parent"].info.run_name
     child_names = sorted(c.info.run_name for c in reported["children"])
-    assert child_names == ["bce seed0", "bce_dice seed0"]
+    assert child_names == ["bce (pixel) seed0", "bce_dice (batch) seed0"]
     browser.get(f"{mlflow_ui}/#/experiments/{reported['experiment_id']}/runs")
     page = _wait_for(browser, parent_name, "3 matching runs")
     assert not any(name in page for name in child_names)  # nested: collapsed under the parent

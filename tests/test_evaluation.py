@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -43,6 +44,12 @@ TINY_MODEL = OmegaConf.to_container(_TINY.model)
 EVAL_CFG = OmegaConf.to_container(_TINY.eval)
 
 
+def _loss_config(loss: str) -> dict:
+    """The values conf/loss/<loss>.yaml sets (as the train stage stores them)."""
+    values = yaml.safe_load((REPO / "conf" / "loss" / f"{loss}.yaml").read_text())
+    return {k: v for k, v in values.items() if k != "defaults"}
+
+
 def write_checkpoint(models: Path, loss: str, seed: int, meta: dict, **data_overrides) -> Path:
     """An untrained model saved as the train stage saves one, with a two-epoch history."""
     torch.manual_seed(seed)
@@ -52,7 +59,7 @@ def write_checkpoint(models: Path, loss: str, seed: int, meta: dict, **data_over
     torch.save(
         {
             "state_dict": build_model(TINY_MODEL).state_dict(),
-            "config": {"model": TINY_MODEL, "loss": {"name": loss}, "seed": seed},
+            "config": {"model": TINY_MODEL, "loss": _loss_config(loss), "seed": seed},
             "data": data | data_overrides,
             "best_epoch": 2,
             "best_val_dice": 0.1,

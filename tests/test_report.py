@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,18 @@ def test_report_renders_every_section_and_figure(tiny_prepared, tmp_path, losses
         assert section in markdown and section in html
     verdict = json.loads(paths["verdict"].read_text())
     assert verdict["n_pairs"] == 3 and verdict["n_seeds"] == 1
+    # which variant each loss is: per_model.csv, verdict.json and every table of the report
+    variants = {"bce": "pixel", "dice": "batch", "bce_dice": "batch"}
+    per_model = pd.read_csv(tmp_path / "reports" / "metrics" / "per_model.csv")
+    assert dict(zip(per_model["loss"], per_model["loss_variant"], strict=True)) == {
+        loss: variants[loss] for loss in losses
+    }
+    assert verdict["loss_variants"] == {loss: variants[loss] for loss in losses}
+    for comparison in verdict["comparisons"]:
+        expected = {"baseline": "pixel", "candidate": variants[comparison["candidate"]]}
+        assert comparison["variant"] == expected
+    for loss in losses:  # a row of the calibration table
+        assert re.search(rf"^\| {loss} \({variants[loss]}\) +\|", markdown, re.MULTILINE)
     assert "ci95" not in verdict and verdict["margin"] == SETTINGS["margin"]
     assert f"±{SETTINGS['margin']:g}" in markdown
     if len(losses) == 1:
@@ -78,6 +91,7 @@ def test_report_renders_every_section_and_figure(tiny_prepared, tmp_path, losses
         assert "no comparison possible" in verdict["reason"]
         assert "No comparison possible" in markdown and "friedman" not in verdict
     else:
+        assert verdict["variant"] == {"baseline": "pixel", "candidate": variants[losses[-1]]}
         assert verdict["verdict"] in VERDICTS and verdict["p_holm"] is None
         assert len(verdict["ci"]) == 2 and 0 <= verdict["p_value"] <= 1
         secondary = {(c["candidate"], c["metric"]) for c in verdict["comparisons"]}

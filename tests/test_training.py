@@ -250,3 +250,16 @@ def test_fingerprint_stamp_decides_reuse_without_torch_and_is_never_trusted_alon
     assert quick_reuse(cfg) is None
     (out / STAMP).unlink()
     assert quick_reuse(cfg) is None
+
+
+@pytest.mark.parametrize(
+    ("loss", "variant"), [("dice", "batch"), ("bce_dice_image", "image"), ("bce", "pixel")]
+)
+def test_the_mlflow_run_names_the_loss_variant(make_cfg, tmp_path, loss, variant):
+    result = train(make_cfg(f"loss={loss}", "train.epochs=1"))
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(
+        result["mlflow_run_id"]
+    )
+    assert run.data.tags["loss_variant"] == variant
+    assert run.info.run_name == f"{loss} ({variant}) seed0"
+    assert run.data.params.get("loss.reduction") == (None if loss == "bce" else variant)

@@ -186,6 +186,7 @@ class SeglossSlurmLauncher(SlurmLauncher):
         status follows the SLURM state all the same, except that a FINISHED run stays so."""
         from segloss import slurm, tracking
         from segloss.sweep import PARENT_RUN_FILE
+        from segloss.sweep.tracked import run_name
 
         assert self.config is not None
         parent_file = Path(str(self.config.hydra.sweep.dir)) / PARENT_RUN_FILE
@@ -201,7 +202,7 @@ class SeglossSlurmLauncher(SlurmLauncher):
             run_id = tracking.start_run(
                 uri,
                 experiment,
-                run_name=f"{cfg.loss.name} seed{cfg.seed}",
+                run_name=run_name(cfg),
                 parent_run_id=parent,
                 tags={"loss": cfg.loss.name, "seed": cfg.seed, **tags},
             )

@@ -25,6 +25,7 @@ from segloss.evaluation.settings import EvalSettings
 from segloss.evaluation.summary import summary_row
 from segloss.evaluation.tables import model_tables
 from segloss.io import atomic_path
+from segloss.losses import loss_variant
 from segloss.models import resolve_device
 
 
@@ -81,14 +82,17 @@ def _score_model(
         "calibration": scored.calibration,
         "learning_curves": history.assign(**ids),
     }
+    config = state.get("config", {})
     per_model = {
         **ids,
+        # checkpoints written before variants were named hold a per-image Dice
+        "loss_variant": loss_variant(config["loss"]) if "loss" in config else None,
         "threshold": settings.threshold,
         "epochs": len(history),
         "best_epoch": state.get("best_epoch"),
         "best_val_dice": state.get("best_val_dice"),
         # The learning rate it was trained with: the report says whether it was shared.
-        "lr": state.get("config", {}).get("train", {}).get("lr"),
+        "lr": config.get("train", {}).get("lr"),
         "mlflow_run_id": state.get("mlflow_run_id"),
         "mlflow_parent_run_id": state.get("mlflow_parent_run_id"),
         **summary,

@@ -25,10 +25,9 @@ from segloss.data import card
 from segloss.data.prepared import PreparedSplit, load_meta, load_tested
 from segloss.errors import SeglossError
 from segloss.io import atomic_path, write_json, write_text
-from segloss.report import figures, sections, tables
+from segloss.report import figures, sections, tables, wording
 from segloss.report.render import Block, Image, to_html, to_markdown
 from segloss.report.verdict import PATIENT_METRICS, build_verdict, patient_scores
-from segloss.report.wording import headline
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,9 @@ def _load_predictions(
     predictions_dir: Path, per_model: pd.DataFrame, test: PreparedSplit
 ) -> tuple[dict[str, np.ndarray], list[tuple[str, int]]]:
     """Each loss's lowest-seed predicted masks (every fold's file, put in the order of the
-    tested slices), checked against the tested slices' ids."""
+    tested slices), checked against the tested slices' ids, titled with the loss's variant."""
     first = per_model.sort_values("seed").drop_duplicates("loss")
+    variants = tables.loss_variants(per_model)
     wanted = pd.MultiIndex.from_arrays([test.patients, test.slices])
     masks = {}
     for loss, seed in zip(first["loss"], first["seed"], strict=True):
@@ -91,7 +91,9 @@ def _load_predictions(
             raise SeglossError(
                 f"{paths[0]} does not list the prepared test slices: rerun the evaluate stage"
             )
-        masks[f"{loss} (seed {seed})"] = np.concatenate([f["masks"] for f in saved])[order]
+        masks[f"{tables.loss_label(loss, variants[loss])}, seed {seed}"] = np.concatenate(
+            [f["masks"] for f in saved]
+        )[order]
     return masks, list(zip(first["loss"], first["seed"], strict=True))
 
 
@@ -125,7 +127,8 @@ def _figures(
     overlays: Callable[[], Figure],
 ) -> dict[str, Figure]:
     """Every figure by file name, drawn in the report's order (the paired comparison only
-    with a verdict, the critical-difference diagram only with a Friedman test)."""
+    with a verdict, the critical-difference diagram only with a Friedman test). ``data`` is
+    :meth:`~segloss.report.tables.Tables.labelled`: legends name each loss's variant."""
     losses, per_model = data.losses, data.per_model
     fixed = float(per_model["threshold"].iloc[0])
     ece = per_model.groupby("loss")["ece"].mean()
@@ -145,11 +148,18 @@ def _figures(
     if verdict["verdict"]:
         frames = {"per_image": data.per_image, "per_patient": data.per_patient}
         scores = patient_scores(*PATIENT_METRICS[metric][:2], frames)
-        baseline, candidate = settings["baseline"], settings["candidate"]
+        baseline, candidate = (
+            wording.named(verdict, "baseline"),
+            wording.named(verdict, "candidate"),
+        )
         plots["paired.png"] = figures.paired(scores, baseline, candidate, metric)
     if "friedman" in verdict:
+        labels = {
+            loss: tables.loss_label(loss, variant)
+            for loss, variant in verdict["loss_variants"].items()
+        }
         plots["critical_difference.png"] = figures.critical_difference(
-            verdict["friedman"], float(settings["alpha"])
+            verdict["friedman"], float(settings["alpha"]), labels
         )
     return plots
 
@@ -160,7 +170,7 @@ def _verdict(
     """The verdict with its headline sentence."""
     frames = {"per_image": data.per_image, "per_patient": data.per_patient}
     verdict = build_verdict(frames | {"per_model": data.per_model}, settings)
-    verdict["headline"] = headline(
+    verdict["headline"] = wording.headline(
         verdict,
         str(meta.get("source", "unknown")),
         tables.training_regime(data.learning_curves),
@@ -208,21 +218,22 @@ def build_report(
     data_card = card.read_tables(prepared_dir)
     test, native = _tested(prepared_dir, data.per_image)  # masks at the source size
     verdict = _verdict(data, meta, settings)
-    terciles = tables.size_terciles(data.per_image)
+    shown = data.labelled()  # figures and tables name each loss with its variant
+    terciles = tables.size_terciles(shown.per_image)
     count = int(settings["overlay_count"])
     overlays = partial(_overlays, data, test, native, prepared_dir, predictions_dir, count)
     fixed = float(data.per_model["threshold"].iloc[0])
     fields = {
         "fixed": fixed,
         "metric": settings["metric"],
-        "candidate": settings["candidate"],
-        "baseline": settings["baseline"],
+        "candidate": wording.named(verdict, "candidate"),
+        "baseline": wording.named(verdict, "baseline"),
     }
     dpi = int(settings["dpi"])
     images = {
         name: Image(name, sections.CAPTIONS[name].format(**fields), _png(fig, dpi))
-        for name, fig in _figures(data, verdict, settings, terciles, overlays).items()
+        for name, fig in _figures(shown, verdict, settings, terciles, overlays).items()
     }
-    blocks = sections.blocks(data, meta, verdict, data_card, terciles, images, fixed)
+    blocks = sections.blocks(shown, meta, verdict, data_card, terciles, images, fixed)
     paths = _write(reports_dir, images, blocks, verdict)
     return BuiltReport(paths, verdict, data.per_model)

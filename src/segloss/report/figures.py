@@ -69,14 +69,16 @@ def paired(scores: pd.DataFrame, baseline: str, candidate: str, metric: str) -> 
     return fig
 
 
-def critical_difference(friedman: dict, alpha: float) -> Figure:
-    """Mean ranks of every loss (1 = best); a bar joins losses the Holm-corrected pairwise
-    Wilcoxon tests do not separate at ``alpha`` (scikit-posthocs' diagram)."""
-    ranks = pd.Series(friedman["mean_ranks"])
+def critical_difference(friedman: dict, alpha: float, labels: dict[str, str]) -> Figure:
+    """Mean ranks of every loss (1 = best, named by ``labels``); a bar joins losses the
+    Holm-corrected pairwise Wilcoxon tests do not separate at ``alpha`` (scikit-posthocs'
+    diagram)."""
+    ranks = pd.Series(friedman["mean_ranks"]).rename(index=labels)
     sig = pd.DataFrame(1.0, index=ranks.index, columns=ranks.index)
     for pair in friedman["posthoc"]:
         p = 1.0 if pair["p_holm"] is None else pair["p_holm"]
-        sig.loc[pair["a"], pair["b"]] = sig.loc[pair["b"], pair["a"]] = p
+        a, b = labels[pair["a"]], labels[pair["b"]]
+        sig.loc[a, b] = sig.loc[b, a] = p
     fig = _figure(7, 2.2 + 0.25 * len(ranks))
     ax = fig.subplots()
     sp.critical_difference_diagram(ranks, sig, alpha=alpha, ax=ax)

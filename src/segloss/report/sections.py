@@ -157,7 +157,7 @@ def _verdict(verdict: Mapping[str, Any], images: Mapping[str, Image]) -> list[Bl
     """Section 5: the verdict, how to read it, the comparisons and the variance shares."""
     friedman = (
         [
-            Text(friedman_text(verdict["friedman"], verdict["metric"])),
+            Text(friedman_text(verdict["friedman"], verdict["metric"], verdict["loss_variants"])),
             images["critical_difference.png"],
         ]
         if "friedman" in verdict

@@ -60,6 +60,30 @@ class Tables:
     def losses(self) -> list[str]:
         return list(dict.fromkeys(self.per_model["loss"]))
 
+    def labelled(self) -> Tables:
+        """These tables with each loss named as the report shows it, e.g. ``dice (batch)``."""
+        labels = {loss: loss_label(loss, v) for loss, v in loss_variants(self.per_model).items()}
+        return Tables(
+            **{
+                name: frame.replace({"loss": labels}) if "loss" in frame else frame
+                for name, frame in vars(self).items()
+            }
+        )
+
+
+def loss_variants(per_model: pd.DataFrame) -> dict[str, str | None]:
+    """Each loss's variant from ``per_model.csv``'s ``loss_variant`` (``batch``, ``image``,
+    ``pixel``; None for tables written before the column existed)."""
+    if "loss_variant" not in per_model:
+        return dict.fromkeys(per_model["loss"])
+    first = per_model.drop_duplicates("loss").set_index("loss")["loss_variant"]
+    return {loss: None if pd.isna(v) else str(v) for loss, v in first.items()}
+
+
+def loss_label(loss: str, variant: str | None) -> str:
+    """A loss with its variant, as tables, legends and sentences show it: ``dice (batch)``."""
+    return loss if variant is None else f"{loss} ({variant})"
+
 
 def mean_ci(values: pd.Series | np.ndarray) -> tuple[float, float]:
     """95 % t-interval of a mean over seeds; (nan, nan) with fewer than two values.

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from segloss.report.tables import loss_variants
 from segloss.stats import friedman, holm, loss_variance, paired_comparison
 
 # Per-patient scores the comparisons use: (name, column, source table, higher is better).
@@ -73,6 +74,7 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
     """
     baseline, candidate, metric = settings["baseline"], settings["candidate"], settings["metric"]
     losses = list(dict.fromkeys(tables["per_model"]["loss"]))
+    variants = loss_variants(tables["per_model"])
     collapsed = collapsed_seeds(tables["per_model"], float(settings["collapse_dice"]))
     specs = patient_metrics(tables)
     margins = {**settings["margins"], metric: float(settings["margin"])}
@@ -80,7 +82,8 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
 
     def compare(loss: str, name: str, spec=None, drop=()) -> dict[str, Any]:
         column, source, higher = spec or specs[name]
-        return paired_comparison(
+        variant = {"baseline": variants.get(baseline), "candidate": variants.get(loss)}
+        return {"variant": variant} | paired_comparison(
             patient_scores(column, source, tables),
             baseline,
             loss,
@@ -115,7 +118,10 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
         result["p_holm"] = adjusted
 
     score_table = patient_scores(*PATIENT_METRICS[metric][:2], tables)
-    extra = _overview(score_table, tables["per_model"], losses) | {"comparisons": comparisons}
+    extra = _overview(score_table, tables["per_model"], losses) | {
+        "loss_variants": variants,
+        "comparisons": comparisons,
+    }
     if len(losses) >= 3:
         extra["friedman"] = friedman(score_table, losses, PATIENT_METRICS[metric][2])
 
@@ -124,7 +130,7 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
         if metric == "dice_per_patient":
             primary["at_best_threshold"] = compare(candidate, "dice_at_best", AT_BEST)
         return primary | extra
-    return _without_primary(tables, settings, losses, collapsed) | extra
+    return _without_primary(tables, settings, losses, collapsed, variants) | extra
 
 
 def _overview(scores: pd.DataFrame, per_model: pd.DataFrame, losses: list[str]) -> dict:
@@ -141,6 +147,7 @@ def _without_primary(
     settings: Mapping[str, Any],
     losses: list[str],
     collapsed: Mapping[str, list[int]],
+    variants: Mapping[str, str | None],
 ) -> dict[str, Any]:
     """The primary comparison's fields, null, with the ``reason`` it is impossible."""
     baseline, candidate, metric = settings["baseline"], settings["candidate"], settings["metric"]
@@ -154,6 +161,7 @@ def _without_primary(
         )
     per_model = tables["per_model"]
     return {
+        "variant": {"baseline": variants.get(baseline), "candidate": variants.get(candidate)},
         "baseline": baseline,
         "candidate": candidate,
         "metric": metric,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from segloss.report.tables import loss_label
 from segloss.report.verdict import REAL_SOURCES
 
 
@@ -28,9 +29,14 @@ def _percent(level: float) -> str:
     return f"{100 * level:g} %"
 
 
+def named(r: Mapping[str, Any], role: str) -> str:
+    """A comparison's ``candidate`` or ``baseline`` with its variant: ``bce_dice (batch)``."""
+    return loss_label(r[role], (r.get("variant") or {}).get(role))
+
+
 def outcome(r: Mapping[str, Any]) -> str:
     """One comparison's verdict with its numbers, e.g. for the headline or a sensitivity line."""
-    cand, base, metric, m = r["candidate"], r["baseline"], r["metric"], r["margin"]
+    cand, base, metric, m = named(r, "candidate"), named(r, "baseline"), r["metric"], r["margin"]
     numbers = (
         f"mean difference {_signed(r['mean_difference'])} "
         f"({_percent(r['ci_level'])} CI {interval(r['ci'])})"
@@ -79,7 +85,8 @@ def _collapse(verdict: Mapping[str, Any], n_seeds: Mapping[str, int], threshold:
     involved = {verdict["baseline"], verdict["candidate"]} & set(names)
     if involved:
         return f"{text}; no seed is left without a collapse, so there is no sensitivity analysis."
-    return f"{text}; neither {verdict['candidate']} nor {verdict['baseline']} is affected."
+    both = f"{named(verdict, 'candidate')} nor {named(verdict, 'baseline')}"
+    return f"{text}; neither {both} is affected."
 
 
 def _power(verdict: Mapping[str, Any]) -> str:
@@ -154,8 +161,9 @@ def headline(
     parts = [
         f"{text}.",
         f"Secondary: Wilcoxon p = {verdict['p_value']:.3g}; Bayesian signed-rank "
-        f"P({verdict['candidate']} better) = {bayes['p_better']:.2f}, P(equivalent) = "
-        f"{bayes['p_equivalent']:.2f}, P({verdict['baseline']} better) = {bayes['p_worse']:.2f}; "
+        f"P({named(verdict, 'candidate')} better) = {bayes['p_better']:.2f}, P(equivalent) = "
+        f"{bayes['p_equivalent']:.2f}, P({named(verdict, 'baseline')} better) = "
+        f"{bayes['p_worse']:.2f}; "
         "per seed " + ", ".join(_signed(v) for v in verdict["per_seed_differences"].values()) + ".",
         _collapse(verdict, n_seeds, collapse_dice),
     ]
@@ -175,7 +183,7 @@ def comparison_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
     table = pd.DataFrame(
         [
             {
-                "candidate vs baseline": f"{r['candidate']} vs {r['baseline']}",
+                "candidate vs baseline": f"{named(r, 'candidate')} vs {named(r, 'baseline')}",
                 "metric": r["metric"] + ("" if r["higher_is_better"] else " (↓)"),
                 "role": "primary" if r is verdict else "secondary",
                 "mean difference": r["mean_difference"],
@@ -206,13 +214,17 @@ def _sensitivity(r: Mapping[str, Any] | None) -> str:
 
 def variance_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
     """Per loss, the shares of the headline metric's variance (patients, seeds, folds)."""
+    variants = verdict.get("loss_variants", {})
     rows = [
-        {"loss": loss, **{k: shares.get(k) for k in ("patient", "seed", "fold", "residual")}}
+        {
+            "loss": loss_label(loss, variants.get(loss)),
+            **{k: shares.get(k) for k in ("patient", "seed", "fold", "residual")},
+        }
         for loss, shares in verdict["variance_by_loss"].items()
     ]
     difference = verdict.get("variance")
     if difference:
-        name = f"{verdict['candidate']} - {verdict['baseline']}"
+        name = f"{named(verdict, 'candidate')} - {named(verdict, 'baseline')}"
         rows.append(
             {
                 "loss": name,
@@ -222,11 +234,14 @@ def variance_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).round(3)
 
 
-def friedman_text(friedman: Mapping[str, Any], metric: str) -> str:
-    """The omnibus test over every loss in one sentence."""
-    ranks = ", ".join(f"{loss} {rank:.2f}" for loss, rank in friedman["mean_ranks"].items())
+def friedman_text(
+    friedman: Mapping[str, Any], metric: str, variants: Mapping[str, str | None]
+) -> str:
+    """The omnibus test over every loss in one sentence (losses named with their variant)."""
+    label = {loss: loss_label(loss, variants.get(loss)) for loss in friedman["mean_ranks"]}
+    ranks = ", ".join(f"{label[loss]} {rank:.2f}" for loss, rank in friedman["mean_ranks"].items())
     pairs = "; ".join(
-        f"{p['a']} vs {p['b']} p = {p['p_value']:.3g} (Holm {p['p_holm']:.3g})"
+        f"{label[p['a']]} vs {label[p['b']]} p = {p['p_value']:.3g} (Holm {p['p_holm']:.3g})"
         for p in friedman["posthoc"]
     )
     return (

@@ -21,6 +21,8 @@ import yaml
 
 from segloss import tracking, training
 from segloss.data.prepared import fold_splits
+from segloss.fingerprint import fold_of
+from segloss.losses import loss_variant
 from segloss.sweep.callback import ENTRY_POINT
 from segloss.training import Job, Trained
 from segloss.training.job import Progress
@@ -88,9 +90,17 @@ class JobRun:
         return ids
 
 
+def run_name(cfg: Mapping[str, Any]) -> str:
+    """A job's MLflow run name, with its loss's variant: ``dice (batch) seed0 fold1``."""
+    fold = fold_of(cfg)
+    name = f"{cfg['loss']['name']} ({loss_variant(cfg['loss'])}) seed{cfg['seed']}"
+    return name + ("" if fold is None else f" fold{fold}")
+
+
 def _tags(job: Job) -> dict[str, Any]:
     tags = {
         "loss": job.loss,
+        "loss_variant": loss_variant(job.cfg["loss"]),
         "seed": job.seed,
         "model": job.cfg["model"].get("name", job.cfg["model"]["encoder_name"]),
         "git_commit": tracking.git_commit(),
@@ -112,7 +122,7 @@ def job_run(job: Job, parent_run_id: str | None = None) -> Iterator[JobRun]:
     with tracking.tracked_run(
         cfg["tracking"]["uri"],
         cfg["tracking"]["experiment"],
-        run_name=f"{job.loss} seed{job.seed}" + ("" if job.fold is None else f" fold{job.fold}"),
+        run_name=run_name(cfg),
         parent_run_id=parent_run_id,
         tags=_tags(job),
         params=tracking.flatten(cfg),
