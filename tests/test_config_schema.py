@@ -28,8 +28,9 @@ CONF = REPO / "conf"
 # Composed at 76a9900 (the last commit before the schema), by the cases of _cases() below.
 SNAPSHOT = json.loads((Path(__file__).parent / "config_snapshot.json").read_text())
 # What the schema adds: the loss class and the model function the schemas name, and
-# experiment=tuned's slot.
+# experiment=tuned's slot; and the recipe's settings added since (issue 19).
 ADDED = {"loss._target_", "model._target_", "tuned_lr", "train.val_batch_size"}
+ADDED |= {"train.sampling", "train.uniform_share", "train.samples_per_epoch", "train.val_every"}
 # Values changed on purpose since the snapshot, as (before, after): loss=dice and bce_dice
 # pool the soft Dice over the batch, as the article's code (issue 19).
 CHANGED = {"loss.reduction": ("image", "batch")}
@@ -186,6 +187,11 @@ RANGE_ERRORS = [
     ("train.precision=fp16", "train.precision must be one of fp32, bf16, got 'fp16'"),
     ("train.patience=0", "train.patience must be an integer >= 1 or null, got 0"),
     ("train.augment.hflip=2", "train.augment.hflip must be a number in [0, 1], got 2.0"),
+    ("train.sampling=tumour", "train.sampling must be one of uniform, foreground, got 'tumour'"),
+    ("train.uniform_share=1.5", "train.uniform_share must be a number in [0, 1], got 1.5"),
+    ("train.uniform_share=-0.1", "train.uniform_share must be a number in [0, 1], got -0.1"),
+    ("train.samples_per_epoch=0", "train.samples_per_epoch must be an integer >= 1 or null"),
+    ("train.val_every=0", "train.val_every must be an integer >= 1, got 0"),
     (
         "tracking.system_metrics_interval=0",
         "tracking.system_metrics_interval must be a number of seconds > 0 or null, got 0.0",
@@ -244,6 +250,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         ("train.epochs=abc", "error: Error merging override train.epochs=abc: Value 'abc' of"),
         ("loss=nope", "error: In 'config': Could not find 'loss/nope'; Available options in"),
         ("eval.threshold=2", "error: eval.threshold must be in (0, 1), got 2.0"),
+        ("train.val_every=0", "error: train.val_every must be an integer >= 1, got 0"),
+        ("train.uniform_share=2", "error: train.uniform_share must be a number in [0, 1], got 2"),
     ],
 )
 def test_entry_points_print_one_error_line_and_exit_2(tmp_path, override, line):

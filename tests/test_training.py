@@ -21,6 +21,7 @@ from segloss.models import load_checkpoint
 from segloss.sweep.tracked import train
 from segloss.training import HISTORY_COLUMNS, NonFiniteLoss, augment_batch
 from segloss.training.divergence import check_diverged
+from segloss.training.epoch import epoch_batches
 from segloss.training.loop import make_scheduler
 
 
@@ -250,6 +251,49 @@ def test_fingerprint_stamp_decides_reuse_without_torch_and_is_never_trusted_alon
     assert quick_reuse(cfg) is None
     (out / STAMP).unlink()
     assert quick_reuse(cfg) is None
+
+
+def _settings(**overrides) -> dict:
+    t = {"batch_size": 4, "sampling": "uniform", "uniform_share": 0.1, "samples_per_epoch": None}
+    return t | overrides
+
+
+def test_uniform_sampling_is_the_shuffled_pass_it_replaces():
+    """Every slice at most once per epoch, the same draws as one randperm, whole batches."""
+    masks = torch.zeros(10, 8, 8, dtype=torch.uint8)
+    batches = epoch_batches(masks, _settings(), torch.Generator().manual_seed(5))
+    expected = torch.randperm(10, generator=torch.Generator().manual_seed(5)).split(4)[:2]
+    assert [b.tolist() for b in batches] == [b.tolist() for b in expected]
+    twice = torch.cat(epoch_batches(masks, _settings(samples_per_epoch=20), torch.Generator()))
+    assert torch.bincount(twice, minlength=10).tolist() == [2] * 10  # two whole passes
+
+
+def test_foreground_sampling_draws_slices_in_proportion_to_tumour_area():
+    """Simulation with a known truth: weights share/n + (1 - share) * area / total area."""
+    areas = torch.tensor([0, 0, 0, 0, 4, 12, 48])
+    masks = torch.zeros(7, 8, 8, dtype=torch.uint8)
+    for i, area in enumerate(areas.tolist()):
+        masks[i].view(-1)[:area] = 1
+    t = _settings(sampling="foreground", uniform_share=0.3, samples_per_epoch=70_000)
+    drawn = torch.cat(epoch_batches(masks, t, torch.Generator().manual_seed(0)))
+    assert len(drawn) == 70_000
+    expected = 0.3 / 7 + 0.7 * areas / areas.sum()
+    observed = torch.bincount(drawn, minlength=7) / len(drawn)
+    assert torch.allclose(observed, expected.float(), atol=0.006), (observed, expected)
+    none = epoch_batches(masks * 0, t, torch.Generator().manual_seed(0))  # no tumour anywhere
+    assert torch.bincount(torch.cat(none), minlength=7).tolist() == [10_000] * 7
+
+
+def test_validation_every_k_epochs_keeps_the_best_validated_epoch(make_cfg, tmp_path):
+    result = train(make_cfg("loss=bce", "train.epochs=3", "train.val_every=2"))
+    history = pd.read_csv(tmp_path / "models" / "bce" / "seed0" / "history.csv")
+    assert history["val_dice"].isna().tolist() == [True, False, False]  # 2 and the last
+    assert result["best_epoch"] in (2, 3) and not history["train_loss"].isna().any()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(result["mlflow_run_id"], "val_dice")]
+    assert steps == [2, 3]
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.data.params["train.val_every"] == "2"
 
 
 @pytest.mark.parametrize(

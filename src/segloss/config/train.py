@@ -10,6 +10,7 @@ from omegaconf import MISSING
 from segloss.config.checks import int_at_least, is_number, positive, rule
 
 SCHEDULERS = ("onecycle", "cosine", "constant")  # stepped per batch
+SAMPLINGS = ("uniform", "foreground")  # segloss.training.epoch.epoch_batches
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -58,6 +59,10 @@ class TrainConfig:
     num_threads: int | None = MISSING  # null: cores // parallel jobs
     device: str = MISSING  # auto: CUDA where present, else CPU
     precision: str = MISSING  # autocast of the training forward pass
+    sampling: str = MISSING  # which training slices the steps see
+    uniform_share: float = MISSING  # foreground sampling: the uniform part of the mass
+    samples_per_epoch: int | None = MISSING  # null: every training slice once
+    val_every: int = MISSING  # validate every k epochs and after the last
     augment: Augment = MISSING
     init_output_bias: bool = MISSING
     reuse: bool = MISSING  # keep an up-to-date model.pt (same fingerprint)
@@ -76,6 +81,13 @@ class TrainConfig:
             "num_threads": (_optional_count(self.num_threads), "an integer >= 1 or null"),
             "scheduler": (self.scheduler in SCHEDULERS, f"one of {', '.join(SCHEDULERS)}"),
             "precision": (self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+            "sampling": (self.sampling in SAMPLINGS, f"one of {', '.join(SAMPLINGS)}"),
+            "samples_per_epoch": (
+                _optional_count(self.samples_per_epoch),
+                "an integer >= 1 or null",
+            ),
+            "val_every": (int_at_least(self.val_every, 1), "an integer >= 1"),
         }
+        _share("train.uniform_share", self.uniform_share)
         for key, (ok, expected) in checks.items():
             rule(f"train.{key}", getattr(self, key), ok, expected)

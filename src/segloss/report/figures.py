@@ -123,7 +123,7 @@ def learning_curves(curves: pd.DataFrame, losses: list[str]) -> Figure:
     ax = fig.subplots()
     if not curves.empty and "val_dice" in curves:
         sns.lineplot(
-            data=curves,
+            data=curves.dropna(subset=["val_dice"]),  # epochs without validation
             x="epoch",
             y="val_dice",
             hue="loss",

@@ -149,16 +149,20 @@ def training_regime(learning_curves: pd.DataFrame) -> dict:
     """Epochs per model and how many models were still improving at the end of training.
 
     A model counts as still rising when its best validation Dice came in its last
-    ``RISING_WINDOW`` epochs: then the comparison is of early training, not converged models.
+    ``RISING_WINDOW`` validated epochs (``train.val_every`` leaves the others NaN): then the
+    comparison is of early training, not converged models.
     """
-    if learning_curves.empty or "val_dice" not in learning_curves:
-        return {"epochs_min": None, "epochs_max": None, "n_rising": None, "n_models": 0}
     rows = []
+    if learning_curves.empty or "val_dice" not in learning_curves:
+        learning_curves = pd.DataFrame(columns=["loss", "seed", "epoch", "val_dice"])
     keys = ["loss", "seed", *(["fold"] if "fold" in learning_curves else [])]  # one model each
     for _, curve in learning_curves.groupby(keys, sort=False):
-        curve = curve.sort_values("epoch")
-        best = int(np.argmax(curve["val_dice"].to_numpy()))
-        rows.append((len(curve), best >= len(curve) - RISING_WINDOW))
+        validated = curve.sort_values("epoch")["val_dice"].dropna().to_numpy()
+        if len(validated):
+            best = int(np.argmax(validated))
+            rows.append((len(curve), best >= len(validated) - RISING_WINDOW))
+    if not rows:
+        return {"epochs_min": None, "epochs_max": None, "n_rising": None, "n_models": 0}
     epochs, rising = zip(*rows, strict=True)
     return {
         "epochs_min": int(min(epochs)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -64,7 +65,9 @@ class JobRun:
         run.log_datasets([d for d in self.splits if d.context in ("training", "validation")])
 
     def epoch(self, row: EpochRow) -> None:
-        self.run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        # an epoch without validation (train.val_every) has NaN val columns: not logged
+        metrics = {k: v for k, v in row.items() if k != "epoch" and math.isfinite(v)}
+        self.run.log_metrics(metrics, step=row["epoch"])
 
     def trained(self, result: Trained) -> dict[str, Any]:
         """The best epoch's metrics, the run's files and the model; the checkpoint's ids."""

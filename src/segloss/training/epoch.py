@@ -30,6 +30,36 @@ def train_steps(n: int, batch_size: int) -> int:
     return max(1, n // batch_size)
 
 
+def epoch_samples(n_train: int, t: Mapping[str, Any]) -> int:
+    """Training samples drawn per epoch: ``train.samples_per_epoch``, or every slice once."""
+    return t["samples_per_epoch"] or n_train
+
+
+def epoch_batches(
+    masks: torch.Tensor, t: Mapping[str, Any], generator: torch.Generator
+) -> list[torch.Tensor]:
+    """The batches of training-slice indices of one epoch.
+
+    ``uniform``: every slice equally often (shuffled passes over the set, as the notebooks
+    train). ``foreground``: slices drawn with replacement, with probability proportional to
+    their tumour area for ``1 - uniform_share`` of the mass and uniform for the rest (Buda et
+    al.'s sampler, 10 % uniform): tumour slices dominate the steps, tumour-free ones still
+    teach the background. Falls back to uniform where no training slice has tumour.
+    """
+    n, batch = len(masks), t["batch_size"]
+    samples = epoch_samples(n, t)
+    size = min(train_steps(samples, batch) * batch, samples)  # whole batches, at least one
+    area = masks.sum(dim=(1, 2), dtype=torch.float64).cpu()
+    if t["sampling"] == "uniform" or area.sum() == 0:
+        passes = [torch.randperm(n, generator=generator) for _ in range(-(-size // n))]
+        order = torch.cat(passes)[:size]
+    else:
+        share = float(t["uniform_share"])
+        weights = share / n + (1 - share) * area / area.sum()
+        order = torch.multinomial(weights, size, replacement=True, generator=generator)
+    return list(order.split(batch))
+
+
 @dataclass(frozen=True)
 class InMemory:
     """Train and validation splits as uint8 tensors on the device (images NHWC, masks NHW)."""
@@ -69,7 +99,7 @@ def train_epoch(
     bar: tqdm,
     timer: dict[str, float] | None = None,
 ) -> float:
-    """One pass over the shuffled training set; the mean batch loss.
+    """One epoch of training steps (:func:`epoch_batches`); the mean batch loss.
 
     ``timer["step_seconds"]`` (if given) grows by the time spent in model steps (forward,
     loss, backward, optimizer and scheduler step): the rest of an epoch is batching,
@@ -77,16 +107,14 @@ def train_epoch(
     loop next waits for them.)
     """
     model.train()
-    n = len(data.x_train)
-    batches = torch.randperm(n, generator=generator).split(t["batch_size"])
-    batches = batches[: train_steps(n, t["batch_size"])]
+    batches = epoch_batches(data.y_train, t, generator)
     total = torch.zeros((), device=data.x_train.device)
     for i, idx in enumerate(batches, 1):
         x, y = preprocess(data.x_train[idx]), _targets(data.y_train[idx])
         if t["augment"]["enabled"]:
             x, y = augment_batch(x, y, t["augment"], generator)
         tic = time.perf_counter()
-        with autocast(x.device, t.get("precision", "fp32")):
+        with autocast(x.device, t["precision"]):
             logits = model(x)
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)

@@ -1,5 +1,6 @@
-"""The epoch loop: seeding, the learning-rate schedule, validation after every epoch,
-best-Dice weights and early stopping. Epochs are reported through a callback."""
+"""The epoch loop: seeding, the learning-rate schedule, validation every ``val_every``
+epochs (and after the last), best-Dice weights and early stopping. Epochs are reported
+through a callback."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from torch import nn
 from tqdm import tqdm
 
 from segloss.training.divergence import NonFiniteLoss, check_diverged
-from segloss.training.epoch import InMemory, evaluate_split, train_epoch, train_steps
+from segloss.training.epoch import (
+    InMemory,
+    epoch_samples,
+    evaluate_split,
+    train_epoch,
+    train_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,20 +79,24 @@ def run_epoch(
     generator: torch.Generator,
     desc: str,
     show_bar: bool,
+    validate: bool = True,
 ) -> EpochRow:
-    """Train one epoch, validate, check for divergence; the epoch's row without its number
-    (``history.csv``'s columns plus ``step_seconds``, which only the run records)."""
+    """Train one epoch, validate (unless not ``validate``: its val columns are NaN), check for
+    divergence; the epoch's row without its number (``history.csv``'s columns plus
+    ``step_seconds``, which only the run records)."""
     tic = time.perf_counter()
     timer = {"step_seconds": 0.0}
-    steps = train_steps(len(data.x_train), t["batch_size"])
+    steps = train_steps(epoch_samples(len(data.x_train), t), t["batch_size"])
     with tqdm(total=steps, desc=desc, unit="batch", disable=not show_bar) as bar:
         train_loss = train_epoch(
             model, loss_fn, optimizer, scheduler, data, t, generator, bar, timer
         )
-        val = evaluate_split(
-            model, loss_fn, data.x_val, data.y_val, data.val_patients, t["val_batch_size"]
-        )
-        check_diverged(model, val)
+        val = dict.fromkeys(("val_loss", "val_dice", "val_iou"), math.nan)
+        if validate:
+            val = evaluate_split(
+                model, loss_fn, data.x_val, data.y_val, data.val_patients, t["val_batch_size"]
+            )
+            check_diverged(model, val)
         bar.set_postfix(loss=f"{train_loss:.4f}", val_dice=f"{val['val_dice']:.4f}")
     return {
         "train_loss": train_loss,
@@ -107,13 +118,14 @@ def fit(
     on_epoch: Callable[[EpochRow], None],
     show_bar: bool = True,
 ) -> tuple[list[EpochRow], dict[str, torch.Tensor], int, float]:
-    """The epoch loop with validation, best-Dice weights and early stopping.
+    """The epoch loop with validation every ``val_every`` epochs and after the last, best-Dice
+    weights and early stopping (``patience`` counts epochs, validated or not).
 
     ``on_epoch(row)`` is told after every epoch. Without ``show_bar`` (a sweep's display
     shows progress) each epoch is logged as one line instead of drawing a progress bar.
     Returns the history rows, the best state dict (on the CPU), its epoch and its Dice.
     """
-    steps = train_steps(len(data.x_train), t["batch_size"])
+    steps = train_steps(epoch_samples(len(data.x_train), t), t["batch_size"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
     scheduler = make_scheduler(optimizer, t, total_steps=t["epochs"] * steps)
     history: list[EpochRow] = []
@@ -121,8 +133,9 @@ def fit(
     for epoch in range(1, t["epochs"] + 1):
         desc = f"{label} epoch {epoch}/{t['epochs']}"
         try:
+            validate = epoch % t["val_every"] == 0 or epoch == t["epochs"]
             row = {"epoch": epoch} | run_epoch(
-                model, loss_fn, optimizer, scheduler, data, t, generator, desc, show_bar
+                model, loss_fn, optimizer, scheduler, data, t, generator, desc, show_bar, validate
             )
         except NonFiniteLoss as exc:
             raise NonFiniteLoss(f"{label}, epoch {epoch}: {exc}") from None
