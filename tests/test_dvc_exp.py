@@ -63,7 +63,7 @@ def test_dvc_exp_run_temp_logs_into_the_repositorys_mlflow_db(tiny_prepared, tmp
     with sqlite3.connect(db) as con:
         runs = con.execute("SELECT name, status FROM runs").fetchall()
         lr = con.execute("SELECT value FROM params WHERE key = 'train.lr'").fetchall()
-    assert runs == [("bce seed0", "FINISHED")] and lr == [("0.002",)]
+    assert runs == [("bce (pixel) seed0", "FINISHED")] and lr == [("0.002",)]
     # nothing was written where the copy ran, and the workspace itself was not trained in
     assert not list((root / ".dvc" / "tmp").glob("**/mlflow.db"))
     assert not (root / "models").exists()
