@@ -111,6 +111,38 @@ def test_fold_models_have_their_own_folder():
     assert output_dir(cfg | {"cv": {"fold": None}}) == Path("m/dice/seed2")
 
 
+def test_a_second_factors_levels_have_their_own_folder():
+    cfg = {"paths": {"models": "m"}, "loss": {"name": "bce"}, "seed": 1, "cv": {"fold": 0}}
+    cfg |= {"factor": "train.sampling", "train": {"sampling": "uniform", "hflip": True}}
+    assert output_dir(cfg) == Path("m/sampling_uniform/bce/seed1/fold0")
+    assert output_dir(cfg | {"factor": "train.hflip"}) == Path("m/hflip_true/bce/seed1/fold0")
+    assert output_dir(cfg | {"factor": None}) == Path("m/bce/seed1/fold0")
+
+
+def test_the_sampling_experiment_crosses_sampling_with_the_loss():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import segloss.cli  # noqa: F401  (registers the resolver, as every entry point does)
+    from segloss.config import validate
+    from segloss.errors import ConfigError
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        overrides = ["experiment=lgg_sampling", "data.root=x"]
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+        assert params == {
+            "loss": "bce,bce_dice",
+            "seed": "0,1,2,3,4",
+            "cv.fold": "0,1,2",
+            "train.sampling": "uniform,foreground",
+        }
+        assert validate(cfg).factor == "train.sampling" and cfg.cv.folds == 3
+        for bad in ("train.nope", "data.image_size", "train.augment", "seed"):
+            with pytest.raises(ConfigError, match=r"^factor "):
+                validate(compose("config", overrides=[f"factor={bad}"]))
+
+
 @pytest.fixture(scope="module")
 def cv_prepared(tmp_path_factory) -> tuple[Path, Path]:
     """Six synthetic patients at 32 px, prepared at 16 px with 3 folds."""
@@ -289,3 +321,31 @@ def test_pruning_keeps_the_folds_of_the_sweep(tmp_path):
     ]
     assert (tmp_path / "bce/seed0/fold0/model.pt").is_file()
     assert (tmp_path / "bce/seed0/fold1/model.pt").is_file()
+
+
+def test_pruning_keeps_the_levels_of_the_sweep(tmp_path):
+    from segloss.sweep import prune_models
+
+    for path in (
+        "sampling_uniform/bce/seed0/fold0",
+        "sampling_uniform/bce/seed0/fold1",
+        "sampling_foreground/bce/seed0/fold0",
+        "bce/seed0/fold0",
+    ):
+        (tmp_path / path).mkdir(parents=True)
+        (tmp_path / path / "model.pt").write_bytes(b"x")
+    job = {"paths": {"models": str(tmp_path)}, "loss": {"name": "bce"}, "seed": 0}
+    job |= {"factor": "train.sampling", "train": {"sampling": "uniform"}, "cv": {"fold": 0}}
+    removed = prune_models([job])
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
+        "bce/seed0",
+        "sampling_foreground/bce/seed0",
+        "sampling_uniform/bce/seed0/fold1",
+    ]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "sampling_uniform",
+        "sampling_uniform/bce",
+        "sampling_uniform/bce/seed0",
+        "sampling_uniform/bce/seed0/fold0",
+        "sampling_uniform/bce/seed0/fold0/model.pt",
+    ]

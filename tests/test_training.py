@@ -307,3 +307,14 @@ def test_the_mlflow_run_names_the_loss_variant(make_cfg, tmp_path, loss, variant
     assert run.data.tags["loss_variant"] == variant
     assert run.info.run_name == f"{loss} ({variant}) seed0"
     assert run.data.params.get("loss.reduction") == (None if loss == "bce" else variant)
+
+
+def test_a_second_factors_level_is_in_the_run_name_and_tags(make_cfg, tmp_path):
+    cfg = make_cfg("loss=bce", "train.epochs=1", "factor=train.sampling", "train.sampling=uniform")
+    result = train(cfg)
+    assert Path(result["model_path"]).parents[2].name == "sampling_uniform"
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(
+        result["mlflow_run_id"]
+    )
+    assert run.info.run_name == "bce (pixel) sampling=uniform seed0"
+    assert run.data.tags["sampling"] == "uniform"

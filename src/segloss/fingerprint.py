@@ -24,7 +24,17 @@ from typing import Any
 
 # Config keys that do not change the trained weights: left out of the fingerprint, so logging
 # elsewhere or evaluating differently reuses a model (``data``: covered by the data hash).
-NOT_FINGERPRINTED = ("tracking", "paths", "eval", "report", "data", "tune", "print_config")
+# ``factor`` names the sweep's second factor; the factor's setting itself is fingerprinted.
+NOT_FINGERPRINTED = (
+    "tracking",
+    "paths",
+    "eval",
+    "report",
+    "data",
+    "tune",
+    "print_config",
+    "factor",
+)
 STAMP = "fingerprint.json"
 
 
@@ -92,9 +102,24 @@ def fold_of(cfg: Mapping[str, Any]) -> int | None:
     return None if fold is None else int(fold)
 
 
+def factor_level(cfg: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The job's level of the sweep's second factor (config ``factor``, e.g. ``train.sampling``)
+    as ``(setting, value)``: ``("sampling", "uniform")``; None without a second factor."""
+    key = cfg.get("factor")
+    if not key:
+        return None
+    group, setting = key.split(".")
+    value = cfg[group][setting]
+    return setting, str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def output_dir(cfg: Mapping[str, Any]) -> Path:
-    """``<paths.models>/<loss>/seed<k>``, and ``/fold<f>`` with cross-validation."""
-    out = Path(cfg["paths"]["models"]) / cfg["loss"]["name"] / f"seed{cfg['seed']}"
+    """``<paths.models>/<loss>/seed<k>``, and ``/fold<f>`` with cross-validation; under
+    ``<paths.models>/<setting>_<value>/`` with a second factor (:func:`factor_level`)."""
+    out = Path(cfg["paths"]["models"])
+    if (level := factor_level(cfg)) is not None:
+        out /= "_".join(level)
+    out = out / cfg["loss"]["name"] / f"seed{cfg['seed']}"
     fold = fold_of(cfg)
     return out if fold is None else out / f"fold{fold}"
 

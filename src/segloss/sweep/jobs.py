@@ -20,6 +20,7 @@ from segloss.fingerprint import output_dir
 log = logging.getLogger(__name__)
 
 _TMP_NAME = re.compile(r"\.tmp-(\d+)-")  # segloss.io.atomic_path's temporary names
+_SEED_NAME = re.compile(r"seed\d+")
 
 
 def plain_config(config: DictConfig) -> dict[str, Any]:
@@ -64,15 +65,16 @@ def job_configs(config: DictConfig) -> list[dict[str, Any]]:
 
 
 def prune_models(jobs: list[Mapping[str, Any]]) -> list[Path]:
-    """Remove every ``<paths.models>/<loss>/seed<k>/`` that no job of the sweep writes, and
-    temporary files that dead processes left there; the removed paths."""
+    """Remove every ``<paths.models>/[<setting>_<value>/]<loss>/seed<k>/`` that no job of the
+    sweep writes, and temporary files that dead processes left there; the removed paths."""
     keep = {output_dir(job).resolve() for job in jobs}
     keep |= {parent for path in keep for parent in path.parents}  # seed<k>/ of fold<f>/
     removed = []
     for root in {Path(job["paths"]["models"]) for job in jobs}:
         if not root.is_dir():
             continue
-        for folder in sorted(root.glob("*/seed*")) + sorted(root.glob("*/seed*/fold*")):
+        seeds = [p for p in sorted(root.glob("**/seed*")) if _SEED_NAME.fullmatch(p.name)]
+        for folder in seeds + [f for seed in seeds for f in sorted(seed.glob("fold*"))]:
             if folder.is_dir() and folder.resolve() not in keep:
                 shutil.rmtree(folder)
                 removed.append(folder)
@@ -81,9 +83,9 @@ def prune_models(jobs: list[Mapping[str, Any]]) -> list[Path]:
             if match and not processes.alive(int(match.group(1)), None):
                 shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
                 removed.append(tmp)
-        for loss_dir in root.iterdir():
-            if loss_dir.is_dir() and not any(loss_dir.iterdir()):
-                loss_dir.rmdir()
+        for folder in sorted(root.glob("**/"), key=lambda p: -len(p.parts)):  # deepest first
+            if folder != root and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     for path in removed:
         log.info("removed %s (not in this sweep)", path)
     return removed

@@ -28,7 +28,7 @@ def job_progress() -> tuple[Any, Any] | None:
     from segloss.io import write_json
 
     path = Path(folder) / f"{hydra.job.num}.json"
-    keys = ("loss", "seed", "cv.fold")
+    keys = {"loss", "seed", "cv.fold"} | set(hydra.sweeper.get("params") or {})  # + a factor
     named = [o for o in hydra.overrides.task if o.split("=")[0] in keys and "=null" not in o]
     label = " ".join(named) or f"job {hydra.job.num}"
 

@@ -22,7 +22,7 @@ import yaml
 
 from segloss import tracking, training
 from segloss.data.prepared import fold_splits
-from segloss.fingerprint import fold_of
+from segloss.fingerprint import factor_level, fold_of
 from segloss.losses import loss_variant
 from segloss.sweep.callback import ENTRY_POINT
 from segloss.training import Job, Trained
@@ -94,10 +94,12 @@ class JobRun:
 
 
 def run_name(cfg: Mapping[str, Any]) -> str:
-    """A job's MLflow run name, with its loss's variant: ``dice (batch) seed0 fold1``."""
-    fold = fold_of(cfg)
-    name = f"{cfg['loss']['name']} ({loss_variant(cfg['loss'])}) seed{cfg['seed']}"
-    return name + ("" if fold is None else f" fold{fold}")
+    """A job's MLflow run name, with its loss's variant (and level of a second factor):
+    ``dice (batch) seed0 fold1``, ``bce (pixel) sampling=uniform seed0 fold1``."""
+    fold, level = fold_of(cfg), factor_level(cfg)
+    name = f"{cfg['loss']['name']} ({loss_variant(cfg['loss'])})"
+    name += "" if level is None else f" {'='.join(level)}"
+    return name + f" seed{cfg['seed']}" + ("" if fold is None else f" fold{fold}")
 
 
 def _tags(job: Job) -> dict[str, Any]:
@@ -114,6 +116,8 @@ def _tags(job: Job) -> dict[str, Any]:
     }
     if job.fold is not None:
         tags["fold"] = job.fold
+    if (level := factor_level(job.cfg)) is not None:
+        tags[level[0]] = level[1]  # e.g. sampling: uniform, to filter runs by arm in the UI
     return tags
 
 
