@@ -58,6 +58,7 @@ def main(cfg: DictConfig) -> None:
         models_dir=cfg.paths.models,
         predictions_dir=cfg.paths.predictions,
         eval_cfg=OmegaConf.to_container(cfg.eval, resolve=True),
+        factor=cfg.get("factor"),
     )
     paths = write_outputs(evaluation, reports / "metrics", reports / "plots")
     log_test_metrics(cfg.tracking.uri, evaluation, cfg.paths.prepared)

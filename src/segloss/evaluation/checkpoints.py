@@ -1,6 +1,7 @@
 """The trained models to evaluate: found under ``models/``, loaded, matched to the data.
 
-``models/<loss>/seed<k>/model.pt`` (``.../seed<k>/fold<f>/model.pt`` with cross-validation);
+``models/<loss>/seed<k>/model.pt`` (``.../seed<k>/fold<f>/model.pt`` with cross-validation,
+``models/<setting>_<value>/<loss>/...`` with a second factor, config ``factor``);
 every checkpoint is checked against the prepared data before any prediction, so a model
 trained on other data fails the stage before anything is written.
 """
@@ -31,21 +32,29 @@ class Checkpoint:
     seed: int
     path: Path
     fold: int | None = None
+    level: str | None = None  # the value of the second factor's setting
 
     @property
     def name(self) -> str:
-        return f"{self.loss}_seed{self.seed}" + ("" if self.fold is None else f"_fold{self.fold}")
+        name = f"{self.loss}_seed{self.seed}" + ("" if self.fold is None else f"_fold{self.fold}")
+        return name if self.level is None else f"{self.level}_{name}"
 
 
-def find_checkpoints(models_dir: str | os.PathLike, folds: bool = False) -> list[Checkpoint]:
+def find_checkpoints(
+    models_dir: str | os.PathLike, folds: bool = False, factor: str | None = None
+) -> list[Checkpoint]:
     """Every ``<models_dir>/<loss>/seed<k>/model.pt`` (``.../seed<k>/fold<f>/model.pt`` with
-    ``folds``), sorted; none at all is an error."""
+    ``folds``; under ``<models_dir>/<factor>_<value>/`` with a second factor's setting name
+    ``factor``), sorted; none at all is an error."""
     root = Path(models_dir)
     found = []
-    pattern = "*/seed*/fold*/model.pt" if folds else "*/seed*/model.pt"
+    pattern = ("" if factor is None else f"{factor}_*/") + (
+        "*/seed*/fold*/model.pt" if folds else "*/seed*/model.pt"
+    )
     for path in sorted(root.glob(pattern)):
         seed_dir = path.parent.parent if folds else path.parent
         seed, fold = _SEED_DIR.fullmatch(seed_dir.name), _FOLD_DIR.fullmatch(path.parent.name)
+        level = None if factor is None else seed_dir.parent.parent.name[len(factor) + 1 :]
         if seed and (fold or not folds):
             found.append(
                 Checkpoint(
@@ -53,10 +62,12 @@ def find_checkpoints(models_dir: str | os.PathLike, folds: bool = False) -> list
                     int(seed.group(1)),
                     path,
                     int(fold.group(1)) if folds else None,
+                    level,
                 )
             )
     if not found:
-        where = f"{root}/<loss>/seed<k>/" + ("fold<f>/" if folds else "")
+        where = f"{root}/" + ("" if factor is None else f"{factor}_<value>/")
+        where += "<loss>/seed<k>/" + ("fold<f>/" if folds else "")
         raise SeglossError(
             f"no trained models in {root}/ (expected {where}model.pt): "
             "run the train stage first (`dvc repro train` or `python pipelines/train.py -m`)"

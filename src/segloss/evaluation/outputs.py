@@ -13,7 +13,7 @@ import pandas as pd
 from segloss.calibration import pool_calibration
 from segloss.data.prepared import PreparedSplit
 from segloss.evaluation.summary import loss_summary
-from segloss.evaluation.tables import ID_COLUMNS
+from segloss.evaluation.tables import ID_COLUMNS, factor_columns
 from segloss.io import atomic_path, write_csv, write_json
 
 # Every per-model table and the columns it starts with.
@@ -41,9 +41,11 @@ def _front(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def join_tables(
     tables: Sequence[Mapping[str, pd.DataFrame]], per_model: Sequence[Mapping]
 ) -> dict[str, pd.DataFrame]:
-    """Every model's tables concatenated, ids in front, and ``per_model`` (a row per model)."""
+    """Every model's tables concatenated, ids in front (a second factor's first), and
+    ``per_model`` (a row per model)."""
+    lead = factor_columns(per_model[0]) if per_model else []
     joined = {
-        name: _front(pd.concat([t[name] for t in tables], ignore_index=True), front)
+        name: _front(pd.concat([t[name] for t in tables], ignore_index=True), lead + front)
         for name, front in TABLE_FRONTS.items()
     }
     return joined | {"per_model": pd.DataFrame(list(per_model))}
@@ -60,8 +62,23 @@ def write_tables(
         write_csv(frame, paths[name])
     paths["summary"] = metrics_dir / "summary.json"
     write_json(loss_summary(tables, units), paths["summary"])
-    paths["plots"] = write_plot_tables(plots_dir, tables["learning_curves"], tables["calibration"])
+    curves, calibration = (arm_labelled(tables[n]) for n in ("learning_curves", "calibration"))
+    paths["plots"] = write_plot_tables(plots_dir, curves, calibration)
     return paths
+
+
+def arm_labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a second factor's level in ``loss`` (``bce (sampling=uniform)``), so
+    the plots draw one line per arm; unchanged without a factor."""
+    lead = factor_columns(frame.columns)
+    if not lead:
+        return frame
+    levels = (
+        frame[lead]
+        .astype(str)
+        .apply(lambda row: ", ".join(f"{k}={v}" for k, v in row.items()), axis=1)
+    )
+    return frame.drop(columns=lead).assign(loss=frame["loss"] + " (" + levels + ")")
 
 
 def write_plot_tables(

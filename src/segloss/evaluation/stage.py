@@ -64,9 +64,12 @@ def _score_model(
     units: Mapping,
     device: torch.device,
     pred_dir: Path,
+    factor: str | None,
 ) -> ModelResult:
     """Predict, upsample to the source size, save the masks and compute every table."""
     ids = {"loss": ckpt.loss, "seed": ckpt.seed, "fold": 0 if ckpt.fold is None else ckpt.fold}
+    if factor is not None:
+        ids = {factor: ckpt.level} | ids
     probs = predict(model, data, settings.batch_size, device)
     masks = probs.test >= settings.threshold
     save_predictions(pred_dir, ckpt.name, masks, data.test)
@@ -106,17 +109,21 @@ def score_models(
     models_dir: str | os.PathLike,
     predictions_dir: str | os.PathLike,
     eval_cfg: Mapping,
+    factor: str | None = None,
 ) -> Evaluation:
     """Score every checkpoint under ``models_dir``; write the predicted masks.
 
     Every checkpoint is checked against the prepared data before any prediction. With
     cross-validated data only ``<loss>/seed<k>/fold<f>/model.pt`` are evaluated, each on its
-    fold's test patients.
+    fold's test patients. ``factor``: the config's second factor (``train.sampling``); its
+    levels' models are found under ``<setting>_<value>/`` and every table gets a column named
+    by the setting (``sampling``).
     """
+    setting = None if factor is None else factor.rsplit(".", 1)[-1]
     settings = EvalSettings.from_mapping(eval_cfg)
     meta = load_meta(prepared_dir)
     units = scoring.units(meta, settings.nsd_tolerance)
-    checkpoints = find_checkpoints(models_dir, folds=n_folds(meta) >= 2)
+    checkpoints = find_checkpoints(models_dir, folds=n_folds(meta) >= 2, factor=setting)
     torch.set_num_threads(settings.num_threads)
     device = resolve_device(settings.device)
     loaded = load_models(checkpoints, meta, device)
@@ -129,7 +136,7 @@ def score_models(
                 folds = {ckpt.fold: FoldData.load(prepared_dir, ckpt.fold)}  # one fold in memory
             data = folds[ckpt.fold]
             results.append(
-                _score_model(ckpt, model, state, data, settings, units, device, pred_dir)
+                _score_model(ckpt, model, state, data, settings, units, device, pred_dir, setting)
             )
     return Evaluation(results, meta, units, Path(predictions_dir))
 
@@ -153,7 +160,8 @@ def evaluate(
     metrics_dir: str | os.PathLike,
     plots_dir: str | os.PathLike,
     eval_cfg: Mapping,
+    factor: str | None = None,
 ) -> dict[str, Path]:
     """:func:`score_models` then :func:`write_outputs`, for callers that log nothing."""
-    evaluation = score_models(prepared_dir, models_dir, predictions_dir, eval_cfg)
+    evaluation = score_models(prepared_dir, models_dir, predictions_dir, eval_cfg, factor)
     return write_outputs(evaluation, metrics_dir, plots_dir)

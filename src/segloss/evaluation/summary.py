@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from segloss import metrics
+from segloss.evaluation.tables import factor_columns
 from segloss.scoring import summary_metrics
 
 _MODEL_KEYS = ["loss", "seed", "fold"]
@@ -45,29 +46,44 @@ def summary_row(
 
 
 def out_of_fold_summary(tables: Mapping[str, pd.DataFrame], units: Mapping) -> pd.DataFrame:
-    """Per (loss, seed), every summary metric over all test patients of all folds together.
+    """Per ([second factor's level,] loss, seed), every summary metric over all test patients
+    of all folds together.
 
     Each patient is scored by its own fold's model; ``ece`` and ``best_threshold`` are the
     mean over the folds' models. Without cross-validation this equals ``per_model``'s values.
     """
     rows = []
     per_patient, per_model = tables["per_patient"], tables["per_model"]
-    for (loss, seed), frame in tables["per_image"].groupby(["loss", "seed"], sort=False):
-        patients = per_patient[(per_patient["loss"] == loss) & (per_patient["seed"] == seed)]
-        models = per_model.query("loss == @loss and seed == @seed")
+    keys = [*factor_columns(per_model.columns), "loss", "seed"]
+    patients_by, models_by = per_patient.groupby(keys, sort=False), per_model.groupby(keys)
+    for key, frame in tables["per_image"].groupby(keys, sort=False):
+        models = models_by.get_group(key)
         row = summary_row(
-            frame, patients, units, models["ece"].mean(), models["best_threshold"].mean()
+            frame,
+            patients_by.get_group(key),
+            units,
+            models["ece"].mean(),
+            models["best_threshold"].mean(),
         )
-        rows.append({"loss": loss, "seed": seed, **row})
+        rows.append(dict(zip(keys, key, strict=True)) | row)
     return pd.DataFrame(rows)
 
 
 def loss_summary(tables: Mapping[str, pd.DataFrame], units: Mapping) -> dict[str, dict]:
     """``summary.json``: per loss, the mean over seeds of the out-of-fold summary metrics,
-    with ``n_seeds``, ``n_folds`` and ``nsd_tolerance``."""
+    with ``n_seeds``, ``n_folds`` and ``nsd_tolerance``; with a second factor, per level
+    first (``{"sampling=uniform": {"bce": {...}}}``, ``dvc metrics show`` flattens it)."""
     oof = out_of_fold_summary(tables, units)
-    summary = oof.groupby("loss", sort=False)[list(summary_metrics(units))].mean()
-    summary["n_seeds"] = oof.groupby("loss", sort=False)["seed"].nunique()
-    summary["n_folds"] = tables["per_model"].groupby("loss", sort=False)["fold"].nunique()
+    lead = factor_columns(tables["per_model"].columns)
+    keys = [*lead, "loss"]
+    summary = oof.groupby(keys, sort=False)[list(summary_metrics(units))].mean()
+    summary["n_seeds"] = oof.groupby(keys, sort=False)["seed"].nunique()
+    summary["n_folds"] = tables["per_model"].groupby(keys, sort=False)["fold"].nunique()
     summary["nsd_tolerance"] = units["tolerance"]
-    return summary.to_dict(orient="index")
+    if not lead:
+        return summary.to_dict(orient="index")
+    nested: dict[str, dict] = {}
+    for key, row in summary.iterrows():
+        level = ", ".join(f"{k}={v}" for k, v in zip(lead, key[:-1], strict=True))
+        nested.setdefault(level, {})[key[-1]] = row.to_dict()
+    return nested

@@ -6,7 +6,7 @@ Every count compares the thresholded native-resolution probabilities with the so
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,12 @@ from segloss.evaluation.inference import FoldData, Probabilities
 from segloss.evaluation.settings import EvalSettings
 
 ID_COLUMNS = ["loss", "seed", "fold", "patient", "slice"]
+
+
+def factor_columns(columns: Iterable[str]) -> list[str]:
+    """The id columns of a second factor (``sampling``: every column before ``loss``)."""
+    columns = list(columns)
+    return columns[: columns.index("loss")] if "loss" in columns else []
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ def model_tables(
     )
     curves = pd.concat([curve_val.assign(split="val"), curve_test.assign(split="test")])
     return ModelTables(
-        per_image=frame.assign(**ids)[ID_COLUMNS + list(frame.columns[2:])],
+        per_image=frame.assign(**ids)[[*factor_columns(ids), *ID_COLUMNS, *frame.columns[2:]]],
         per_patient=per_patient,
         thresholds=curves.assign(**ids),
         calibration=bins.assign(**ids),
