@@ -21,20 +21,26 @@ design, is closed form, and the Satterthwaite degrees of freedom give a small-sa
 t-interval (Hillis 2007 for MRMC).
 
 Modules: :mod:`.variance` (the crossed model: components, interval, power),
-:mod:`.signed_rank` (Wilcoxon, rank-biserial, baycomp, Holm) and :mod:`.comparison` (score
-tables, the paired comparison and its verdict, Friedman over three or more losses).
+:mod:`.signed_rank` (Wilcoxon, rank-biserial, baycomp, Holm), :mod:`.comparison` (score
+tables, the paired comparison and its verdict, the interaction with a second factor,
+Friedman over three or more losses), :mod:`.superiority` (single-run risk), :mod:`.rates`
+(collapse rates) and :mod:`.agreement` (do the metrics rank the models alike).
 """
 
+from segloss.stats.agreement import discordant_share, metric_agreement
 from segloss.stats.comparison import (
     VERDICTS,
     complete,
     decide,
     friedman,
+    interaction,
     loss_variance,
     model_table,
     paired_comparison,
 )
+from segloss.stats.rates import clopper_pearson, fisher_test, rate
 from segloss.stats.signed_rank import bayes_signed_rank, holm, rank_biserial, wilcoxon_p
+from segloss.stats.superiority import superiority
 from segloss.stats.variance import (
     CI_METHOD,
     Components,
@@ -51,19 +57,26 @@ __all__ = [
     "VERDICTS",
     "Components",
     "bayes_signed_rank",
+    "clopper_pearson",
     "complete",
     "crossed_interval",
     "decide",
     "design_needed",
+    "discordant_share",
+    "fisher_test",
     "friedman",
     "holm",
+    "interaction",
     "loss_variance",
+    "metric_agreement",
     "minimum_detectable",
     "model_table",
     "paired_comparison",
     "power",
     "projected_df",
+    "rate",
     "rank_biserial",
+    "superiority",
     "variance_components",
     "wilcoxon_p",
 ]

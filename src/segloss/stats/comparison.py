@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from segloss.stats.signed_rank import bayes_signed_rank, holm, rank_biserial, wilcoxon_p
+from segloss.stats.superiority import superiority
 from segloss.stats.variance import (
     CI_METHOD,
     crossed_interval,
@@ -138,7 +139,80 @@ def paired_comparison(
             (s.item() if isinstance(s, np.generic) else s): _clean(v)
             for s, v in diff.mean(axis=0).items()
         },
+        "superiority": superiority(
+            cand.loc[diff.index, diff.columns],
+            base.loc[diff.index, diff.columns],
+            higher_is_better,
+            1 - alpha,
+        ),
         "alpha": float(alpha),
+    }
+
+
+def interaction(
+    scores: pd.DataFrame,
+    factor: str,
+    levels: Sequence[str],
+    baseline: str,
+    candidate: str,
+    *,
+    higher_is_better: bool = True,
+    alpha: float,
+    margin: float,
+) -> dict[str, Any]:
+    """How ``candidate - baseline`` changes with a second factor: the difference of the two
+    differences, ``levels[0]``'s minus ``levels[1]``'s, with its crossed interval and verdict.
+
+    ``scores`` holds a column ``factor`` beside ``loss, seed, [fold,] patient, value``. Every
+    level trains its own models, on the same test patients. Per level ``l`` the difference
+    table is ``d_l[p, s] = mu_l + a_l[p] + b_l[s] + e_l[p, s]`` (patients x models crossed,
+    :mod:`segloss.stats.variance`). Pairing level 0's seed ``s`` with level 1's seed ``s``
+    in the same fold gives ``D[p, s] = d_0[p, s] - d_1[p, s]``, again a crossed table:
+    patient effect ``a_0 - a_1`` (the patients are shared, so their effects partly cancel),
+    model effect ``b_0 - b_1`` whose variance is the sum of the two levels' (their models are
+    independent; a correlation through a shared seed is what the table then measures), and
+    residual ``e_0 - e_1``. The mean of ``D`` is the interaction whatever the pairing, and the
+    crossed interval of ``D`` (ANOVA components, Satterthwaite t) is its interval; coverage
+    by simulation is in tests/test_stats.py. Each level's own comparison is in ``per_level``.
+    """
+    if len(levels) != 2:
+        raise ValueError(f"an interaction needs two levels of {factor}, got {list(levels)}")
+    diffs, per_level = [], {}
+    for level in levels:
+        at = scores[scores[factor].astype(str) == str(level)].drop(columns=factor)
+        base, cand, diff = _paired_tables(at, baseline, candidate, ())
+        mean, low, high, _ = crossed_interval(
+            diff.to_numpy(), diff.index.get_level_values("fold"), 1 - alpha
+        )
+        per_level[str(level)] = {
+            "mean_difference": _clean(mean),
+            "ci": [_clean(low), _clean(high)],
+            "verdict": decide(low, high, margin, higher_is_better),
+            "superiority": superiority(
+                cand.loc[diff.index, diff.columns],
+                base.loc[diff.index, diff.columns],
+                higher_is_better,
+                1 - alpha,
+            ),
+        }
+        diffs.append(diff)
+    both = complete(diffs[0] - diffs[1])
+    if len(both) < 2 or both.shape[1] == 0:
+        raise ValueError(f"the levels of {factor} share fewer than 2 patients or no seed")
+    mean, low, high, components = crossed_interval(
+        both.to_numpy(), both.index.get_level_values("fold"), 1 - alpha
+    )
+    return {
+        "factor": factor,
+        "levels": [str(level) for level in levels],
+        "difference": _clean(mean),
+        "ci": [_clean(low), _clean(high)],
+        "ci_level": 1 - float(alpha),
+        "ci_method": CI_METHOD,
+        "margin": float(margin),
+        "verdict": decide(low, high, margin, higher_is_better),
+        "variance": components.shares(),
+        "per_level": per_level,
     }
 
 
