@@ -13,7 +13,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from segloss.cli import one_line_errors, print_config
-from segloss.report import BuiltReport, build_report, logged
+from segloss.fingerprint import factor_level
+from segloss.report import BuiltReport, Factor, build_report, logged
 
 
 def log_to_parent_runs(uri: str | None, report: BuiltReport) -> None:
@@ -47,12 +48,14 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("print_config", True):
         print_config(cfg)
     reports = Path(cfg.paths.reports)
+    level = factor_level(cfg)  # the factor's configured value: the arm the main sections show
     report = build_report(
         prepared_dir=cfg.paths.prepared,
         predictions_dir=cfg.paths.predictions,
         metrics_dir=reports / "metrics",
         reports_dir=reports,
         settings=OmegaConf.to_container(cfg.report, resolve=True),
+        factor=None if level is None else Factor(cfg.factor, level[1]),
     )
     log_to_parent_runs(cfg.tracking.uri, report)
     print(

@@ -18,7 +18,7 @@ from segloss.data.prepared import load_tested
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = ("bce", "bce_dice")
-N_FIGURES = 9  # with two losses: the paired figure, no critical-difference diagram
+N_FIGURES = 10  # with two losses: the paired figure, no critical-difference diagram
 pytestmark = pytest.mark.slow
 
 TINY = {

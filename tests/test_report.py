@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -20,7 +21,7 @@ from segloss.data import card
 from segloss.data.prepared import load_meta
 from segloss.errors import SeglossError
 from segloss.evaluation import evaluate
-from segloss.report import build_report
+from segloss.report import Factor, build_report
 from segloss.report.tables import Tables, size_terciles, training_regime
 from segloss.report.verdict import build_verdict
 from segloss.report.wording import headline, outcome
@@ -31,7 +32,7 @@ with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         "overlay_count": 3,
         "dpi": 40,
     }
-N_FIGURES = 8  # without the paired figure (needs a comparison) and the CD diagram (3+ losses)
+N_FIGURES = 9  # without the paired figure (needs a comparison) and the CD diagram (3+ losses)
 
 
 def evaluated_report(tmp: Path, prepared: Path, losses: tuple[str, ...]) -> dict[str, Path]:
@@ -237,3 +238,73 @@ def test_the_report_reads_the_data_card_prepare_wrote(tiny_prepared, tmp_path):
 def test_report_before_evaluate_is_one_error_naming_the_missing_table(tmp_path):
     with pytest.raises(SeglossError, match=r"per_image\.csv not found: run the evaluate stage"):
         Tables.read(tmp_path)
+
+
+def factorial_evaluation(tmp: Path, prepared: Path, cells: dict[str, tuple[str, ...]]) -> Path:
+    """Untrained tiny models of three seeds per (sampling level, loss), evaluated with the
+    factor; the metrics folder."""
+    torch.set_num_threads(1)
+    meta = load_meta(prepared)
+    for level, losses in cells.items():
+        for loss, seed in itertools.product(losses, range(3)):
+            write_checkpoint(tmp / "models" / f"sampling_{level}", loss, seed, meta)
+    metrics_dir = tmp / "reports" / "metrics"
+    evaluate(
+        prepared, tmp / "models", tmp / "predictions", metrics_dir, tmp / "plots", EVAL_CFG,
+        factor="train.sampling",
+    )  # fmt: skip
+    card.write_tables(prepared)
+    return metrics_dir
+
+
+def test_a_second_factor_is_compared_per_level_and_as_an_interaction(tiny_prepared, tmp_path):
+    both = ("bce", "bce_dice")
+    metrics_dir = factorial_evaluation(
+        tmp_path, tiny_prepared, {"uniform": both, "foreground": both}
+    )
+    per_patient = pd.read_csv(metrics_dir / "per_patient.csv")
+    assert list(per_patient.columns[:4]) == ["sampling", "loss", "seed", "fold"]
+    summary = json.loads((metrics_dir / "summary.json").read_text())
+    assert sorted(summary) == ["sampling=foreground", "sampling=uniform"]
+    assert sorted(summary["sampling=uniform"]) == ["bce", "bce_dice"]
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir())[0] == (
+        "foreground_bce_dice_seed0.npz"
+    )
+    factor = Factor("train.sampling", "foreground")
+    report = build_report(
+        tiny_prepared, tmp_path / "predictions", metrics_dir, tmp_path / "reports", SETTINGS,
+        factor=factor,
+    )  # fmt: skip
+    verdict = json.loads(report.paths["verdict"].read_text())
+    result = verdict["interaction"]
+    assert result["factor"] == "train.sampling" and result["levels"] == ["uniform", "foreground"]
+    edge = {}
+    for level in result["levels"]:
+        means = per_patient[per_patient["sampling"] == level].groupby("loss")["dice"].mean()
+        edge[level] = means["bce_dice"] - means["bce"]
+        assert result["per_level"][level]["mean_difference"] == pytest.approx(edge[level])
+        assert result["per_level"][level]["verdict"] in VERDICTS
+        assert result["per_level"][level]["collapse"]["bce"]["models"] == 3
+    assert result["difference"] == pytest.approx(edge["uniform"] - edge["foreground"])
+    assert result["verdict"] in VERDICTS
+    # the main sections: the reference level only
+    assert verdict["mean_difference"] == pytest.approx(edge["foreground"])
+    assert verdict["collapse"]["bce"]["models"] == 3
+    markdown = report.paths["report_md"].read_text()
+    assert "7. A second factor: train.sampling" in markdown and "8. Files" in markdown
+    assert "sampling=foreground arm" in verdict["headline"]
+
+
+def test_a_factor_sweep_missing_a_cell_is_one_error_and_writes_no_report(tiny_prepared, tmp_path):
+    metrics_dir = factorial_evaluation(
+        tmp_path, tiny_prepared, {"uniform": ("bce_dice",), "foreground": ("bce", "bce_dice")}
+    )
+    with pytest.raises(
+        SeglossError, match=r"cannot be paired: no models for sampling=uniform x loss=bce$"
+    ):
+        build_report(
+            tiny_prepared, tmp_path / "predictions", metrics_dir, tmp_path / "reports", SETTINGS,
+            factor=Factor("train.sampling", "foreground"),
+        )  # fmt: skip
+    assert not (tmp_path / "reports" / "verdict.json").exists()
+    assert not (tmp_path / "reports" / "report.md").exists()

@@ -25,7 +25,8 @@ from segloss.data import card
 from segloss.data.prepared import PreparedSplit, load_meta, load_tested
 from segloss.errors import SeglossError
 from segloss.io import atomic_path, write_json, write_text
-from segloss.report import figures, sections, tables, wording
+from segloss.report import factorial, figures, sections, tables, wording
+from segloss.report.factorial import Factor
 from segloss.report.render import Block, Image, to_html, to_markdown
 from segloss.report.verdict import PATIENT_METRICS, build_verdict, patient_scores
 
@@ -63,17 +64,19 @@ def _tested(
 
 
 def _load_predictions(
-    predictions_dir: Path, per_model: pd.DataFrame, test: PreparedSplit
+    predictions_dir: Path, per_model: pd.DataFrame, test: PreparedSplit, prefix: str
 ) -> tuple[dict[str, np.ndarray], list[tuple[str, int]]]:
     """Each loss's lowest-seed predicted masks (every fold's file, put in the order of the
-    tested slices), checked against the tested slices' ids, titled with the loss's variant."""
+    tested slices), checked against the tested slices' ids, titled with the loss's variant.
+    ``prefix``: a second factor's level (``foreground_``) the files' names start with."""
     first = per_model.sort_values("seed").drop_duplicates("loss")
     variants = tables.loss_variants(per_model)
     wanted = pd.MultiIndex.from_arrays([test.patients, test.slices])
     masks = {}
     for loss, seed in zip(first["loss"], first["seed"], strict=True):
-        paths = sorted(predictions_dir.glob(f"{loss}_seed{seed}_fold*.npz")) or [
-            predictions_dir / f"{loss}_seed{seed}.npz"
+        name = f"{prefix}{loss}_seed{seed}"
+        paths = sorted(predictions_dir.glob(f"{name}_fold*.npz")) or [
+            predictions_dir / f"{name}.npz"
         ]
         if not paths[0].is_file():
             raise SeglossError(
@@ -104,9 +107,10 @@ def _overlays(
     prepared_dir: str | os.PathLike,
     predictions_dir: str | os.PathLike,
     count: int,
+    prefix: str,
 ) -> Figure:
     """The same test slices with every loss's lowest-seed prediction and per-slice Dice."""
-    predictions, shown = _load_predictions(Path(predictions_dir), data.per_model, test)
+    predictions, shown = _load_predictions(Path(predictions_dir), data.per_model, test, prefix)
     rows = tables.overlay_slices(prepared_dir, count, np.unique(test.patients))
     wanted = pd.MultiIndex.from_arrays([test.patients, test.slices])
     slice_dice = {
@@ -138,6 +142,11 @@ def _figures(
         "learning_curves.png": figures.learning_curves(data.learning_curves, losses),
         "false_positives.png": figures.false_positives(per_model, data.per_image, losses),
         "overlays.png": overlays(),
+        "model_spread.png": figures.model_spread(
+            per_model.assign(group=per_model["loss"], value=per_model["dice_per_patient"]),
+            losses,
+            float(settings["collapse_dice"]),
+        ),
         "dice_by_size.png": figures.dice_by_size(terciles, losses),
         "reliability.png": figures.reliability(pool_calibration(data.calibration), ece, losses),
         "threshold_sensitivity.png": figures.threshold_sensitivity(
@@ -210,18 +219,29 @@ def build_report(
     metrics_dir: str | os.PathLike,
     reports_dir: str | os.PathLike,
     settings: Mapping[str, Any],
+    factor: Factor | None = None,
 ) -> BuiltReport:
     """Write ``report.md``, ``report.html``, ``figures/*.png`` and ``verdict.json`` under
-    ``reports_dir``."""
+    ``reports_dir``. With a second ``factor`` the main sections show its reference level
+    and section 7 compares the levels (:mod:`segloss.report.factorial`)."""
     data = tables.Tables.read(metrics_dir)
+    everything, levels = data, None
+    if factor is not None:
+        levels = factorial.arms(data.per_model, factor)  # before anything is written
+        data = factorial.at_level(data, factor.column, factor.reference)
     meta = load_meta(prepared_dir)
     data_card = card.read_tables(prepared_dir)
     test, native = _tested(prepared_dir, data.per_image)  # masks at the source size
     verdict = _verdict(data, meta, settings)
+    extra_blocks = []
+    if factor is not None:
+        verdict["interaction"] = factorial.factorial_verdict(everything, factor, levels, settings)
+        verdict["headline"] += " " + factorial.headline(verdict["interaction"], factor)
     shown = data.labelled()  # figures and tables name each loss with its variant
     terciles = tables.size_terciles(shown.per_image)
     count = int(settings["overlay_count"])
-    overlays = partial(_overlays, data, test, native, prepared_dir, predictions_dir, count)
+    prefix = "" if factor is None else f"{factor.reference}_"
+    overlays = partial(_overlays, data, test, native, prepared_dir, predictions_dir, count, prefix)
     fixed = float(data.per_model["threshold"].iloc[0])
     fields = {
         "fixed": fixed,
@@ -230,10 +250,17 @@ def build_report(
         "baseline": wording.named(verdict, "baseline"),
     }
     dpi = int(settings["dpi"])
+    drawn = _figures(shown, verdict, settings, terciles, overlays)
+    if factor is not None:
+        drawn["factor_spread.png"] = factorial.spread(
+            everything.labelled().per_model, factor, levels, float(settings["collapse_dice"])
+        )
     images = {
         name: Image(name, sections.CAPTIONS[name].format(**fields), _png(fig, dpi))
-        for name, fig in _figures(shown, verdict, settings, terciles, overlays).items()
+        for name, fig in drawn.items()
     }
-    blocks = sections.blocks(shown, meta, verdict, data_card, terciles, images, fixed)
+    if factor is not None:
+        extra_blocks = factorial.blocks(verdict["interaction"], data.per_model, factor, images)
+    blocks = sections.blocks(shown, meta, verdict, data_card, terciles, images, fixed, extra_blocks)
     paths = _write(reports_dir, images, blocks, verdict)
     return BuiltReport(paths, verdict, data.per_model)

@@ -35,6 +35,30 @@ def metric_means(per_model: pd.DataFrame, losses: list[str]) -> Figure:
     return fig
 
 
+def model_spread(values: pd.DataFrame, groups: list[str], threshold: float) -> Figure:
+    """One dot per model (``value``: its per-patient Dice) per ``group``, with the median and
+    quartiles, and the collapse threshold: what one training run may give."""
+    fig = _figure(7, 0.5 + 0.55 * len(groups))
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)  # vertical jitter only, so the dots do not hide each other
+    for row, group in enumerate(groups):
+        x = values.loc[values["group"] == group, "value"].to_numpy(float)
+        ax.scatter(x, row + rng.uniform(-0.15, 0.15, len(x)), s=14, alpha=0.7, color="C0")
+        q1, median, q3 = np.nanpercentile(x, [25, 50, 75])
+        ax.plot([q1, q3], [row, row], color="black", lw=3, alpha=0.5)
+        ax.plot([median], [row], marker="|", color="black", ms=16, mew=2)
+    ax.axvline(threshold, color="grey", ls=":", lw=1)
+    ax.set(
+        yticks=range(len(groups)),
+        yticklabels=groups,
+        xlim=(0, 1),
+        ylim=(-0.6, len(groups) - 0.4),
+        xlabel="per-patient Dice of one model (its test patients)",
+    )
+    ax.invert_yaxis()
+    return fig
+
+
 def paired(scores: pd.DataFrame, baseline: str, candidate: str, metric: str) -> Figure:
     """Candidate against baseline per test patient: the point is the mean over seeds, the
     bars the range over seeds; above the diagonal the candidate scores higher."""

@@ -9,7 +9,16 @@ import pandas as pd
 
 from segloss.report import tables
 from segloss.report.render import Block, Heading, Image, Table, Text
-from segloss.report.wording import comparison_table, friedman_text, variance_table
+from segloss.report.wording import (
+    agreement_table,
+    collapse_table,
+    comparison_table,
+    friedman_text,
+    metric_trust,
+    superiority_text,
+    variance_table,
+    verdicts_table,
+)
 
 TITLE = "Does BCE+Dice beat BCE alone? Segmentation losses for brain-tumour MRI masks"
 METRIC_SENTENCE = (
@@ -79,6 +88,14 @@ CAPTIONS = {
         "The paired comparison: per-patient {metric}, {candidate} against "
         "{baseline}, one point per test patient (mean over seeds, bars = seed "
         "range); above the dashed y = x line the candidate is better for that patient."
+    ),
+    "model_spread.png": (
+        "What one training run gives: each dot is one model's per-patient Dice on its test "
+        "patients; black bar = quartiles, tick = median, dotted line = the collapse threshold."
+    ),
+    "factor_spread.png": (
+        "What one training run gives in each arm of the second factor: one dot per model "
+        "(per-patient Dice), quartiles and median; dotted line = the collapse threshold."
     ),
     "critical_difference.png": (
         "Critical-difference diagram on {metric}: mean rank over test patients (1 = best); "
@@ -181,6 +198,52 @@ def _verdict(verdict: Mapping[str, Any], images: Mapping[str, Image]) -> list[Bl
             "run: more seeds help, more patients do not."
         ),
         Table(variance_table(verdict)),
+        *_risk(verdict, images),
+    ]
+
+
+def _risk(verdict: Mapping[str, Any], images: Mapping[str, Image]) -> list[Block]:
+    """Collapse rates, the single-run risk and the spread of single models."""
+    level, threshold = verdict["ci_level"], verdict.get("collapse_dice")
+    test = verdict.get("collapse_test")
+    variants = verdict.get("loss_variants", {})
+    rates = {tables.loss_label(k, variants.get(k)): v for k, v in verdict["collapse"].items()}
+    return [
+        Heading("Collapse and single-run risk", 3),
+        Text(
+            f"A model collapsed when its best validation per-patient Dice stayed below "
+            f"{threshold:g} (report.collapse_dice): the all-background solution. Rates with "
+            "exact (Clopper-Pearson) intervals"
+            + (
+                ""
+                if test is None
+                else f"; Fisher's exact test, {verdict['candidate']} vs {verdict['baseline']}: "
+                f"p = {test['p_value']:.3g}"
+            )
+            + "."
+        ),
+        Table(collapse_table(rates, level)),
+        *([Text(superiority_text(verdict))] if verdict["verdict"] else []),
+        images["model_spread.png"],
+    ]
+
+
+def _metric_agreement(
+    verdict: Mapping[str, Any], card: Mapping[str, pd.DataFrame], n_models: int
+) -> list[Block]:
+    """Section 6: do the metrics rank this run's models alike, and which to trust."""
+    return [
+        Heading("6. Which metric to trust"),
+        Text(metric_trust(verdict, n_models)),
+        Table(verdicts_table(verdict)),
+        Text(
+            "Kendall's tau between the orders each pair of metrics gives the models (each "
+            "metric turned so that higher is better: 1 = the same order, 0 = unrelated), and "
+            "the share of model pairs the two order in opposite directions:"
+        ),
+        Table(agreement_table(verdict["metric_agreement"])),
+        Text("Beside it, the constructed case: an all-background prediction on this test set."),
+        Table(card["background"]),
     ]
 
 
@@ -192,8 +255,11 @@ def blocks(
     terciles: pd.DataFrame,
     images: Mapping[str, Image],
     fixed: float,
+    factorial: list[Block] = (),
 ) -> list[Block]:
-    """The report's sections in reading order."""
+    """The report's sections in reading order (``factorial``: the section of a second
+    factor, numbered 7)."""
+    n_models = data.per_model.groupby(["loss", "seed"]).ngroups
     return [
         Heading("In one paragraph"),
         Text(verdict["headline"]),
@@ -201,7 +267,9 @@ def blocks(
         *_metrics_and_figures(data, images, fixed),
         *_differences(data, terciles, images, fixed),
         *_verdict(verdict, images),
-        Heading("6. Files"),
+        *_metric_agreement(verdict, card, n_models),
+        *factorial,
+        Heading(f"{8 if factorial else 7}. Files"),
         Text(
             "verdict.json holds the headline comparison and every other one; figures/ the PNGs; "
             "metrics/ every table this report was built from (per-image, per-patient, "

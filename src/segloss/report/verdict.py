@@ -10,13 +10,21 @@ validation-best threshold.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from segloss.report.tables import loss_variants
-from segloss.stats import friedman, holm, loss_variance, paired_comparison
+from segloss.report.tables import METRICS, loss_variants
+from segloss.stats import (
+    fisher_test,
+    friedman,
+    holm,
+    loss_variance,
+    metric_agreement,
+    paired_comparison,
+    rate,
+)
 
 # Per-patient scores the comparisons use: (name, column, source table, higher is better).
 # Dice and IoU are volume scores from pooled counts; HD95 and NSD are the patient's mean
@@ -29,6 +37,18 @@ PATIENT_METRICS = {
 }
 # The headline at each model's validation-best threshold (a sensitivity analysis).
 AT_BEST = ("dice_at_best", "per_patient", True)
+# The metrics whose agreement the report measures on the run's own models (per_model.csv;
+# hd95 and nsd: the columns named with their unit).
+AGREEMENT_METRICS = (
+    "pixel_accuracy",
+    "dice_per_image",
+    "dice_tumour_slices",
+    "dice_per_patient",
+    "dice_pooled",
+    "iou",
+    "hd95",
+    "nsd",
+)
 # Words in meta.json's ``source`` that mark real MRI; anything else counts as synthetic.
 REAL_SOURCES = ("lgg", "kaggle", "tcga")
 
@@ -45,10 +65,13 @@ def patient_metrics(tables: Mapping[str, pd.DataFrame]) -> dict[str, tuple[str, 
     return specs
 
 
-def patient_scores(column: str, source: str, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def patient_scores(
+    column: str, source: str, tables: Mapping[str, pd.DataFrame], by: Sequence[str] = ()
+) -> pd.DataFrame:
     """``loss, seed, [fold,] patient, value`` of one column: the frame ``paired_comparison``
-    takes (with cross-validation, ``fold``: a model is the pair fold, seed)."""
-    keys = ["loss", "seed", *(["fold"] if "fold" in tables[source] else []), "patient"]
+    takes (with cross-validation, ``fold``: a model is the pair fold, seed); ``by``: more id
+    columns kept in front (a second factor's)."""
+    keys = [*by, "loss", "seed", *(["fold"] if "fold" in tables[source] else []), "patient"]
     if source == "per_patient":
         frame = tables["per_patient"][[*keys, column]]
     else:
@@ -64,6 +87,39 @@ def collapsed_seeds(per_model: pd.DataFrame, threshold: float) -> dict[str, list
         loss: sorted({int(s) for s in low.loc[low["loss"] == loss, "seed"]})
         for loss in dict.fromkeys(per_model["loss"])
     }
+
+
+def collapse_rates(per_model: pd.DataFrame, threshold: float, level: float) -> dict[str, dict]:
+    """Per loss: ``{models, collapsed, rate, ci}``, a model collapsed when its best validation
+    per-patient Dice stayed below ``threshold``; ``ci`` exact (Clopper-Pearson) at ``level``."""
+    low = per_model["best_val_dice"] < threshold
+    return {
+        loss: rate(int(low[group.index].sum()), len(group), level)
+        for loss, group in per_model.groupby("loss", sort=False)
+    }
+
+
+def agreement(per_model: pd.DataFrame) -> list[dict[str, Any]]:
+    """:func:`segloss.stats.metric_agreement` over the models of ``per_model``: with
+    cross-validation a model is a (loss, seed) with its metrics averaged over folds, so
+    every ranked model saw every fold's patients."""
+    columns = {}
+    for name in AGREEMENT_METRICS:
+        found = [c for c in per_model if c == name or re.fullmatch(rf"{name}_[\d.]*(mm|px)", c)]
+        if found:
+            columns[found[0]] = dict((m, up) for m, _, up in METRICS)[name]
+    models = per_model.groupby(["loss", "seed"], sort=False)[list(columns)].mean()
+    return metric_agreement(models, columns)
+
+
+def verdicts_by_metric(verdict: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
+    """Per candidate loss: its verdict against the baseline on each metric (the primary and
+    secondary comparisons), to show which answers change with the metric."""
+    rows = ([verdict] if verdict.get("verdict") else []) + list(verdict["comparisons"])
+    out: dict[str, dict[str, str | None]] = {}
+    for r in rows:
+        out.setdefault(r["candidate"], {})[r["metric"]] = r["verdict"]
+    return out
 
 
 def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any]) -> dict:
@@ -118,9 +174,15 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
         result["p_holm"] = adjusted
 
     score_table = patient_scores(*PATIENT_METRICS[metric][:2], tables)
+    level = 1 - float(settings["alpha"])
+    rates = collapse_rates(tables["per_model"], float(settings["collapse_dice"]), level)
     extra = _overview(score_table, tables["per_model"], losses) | {
         "loss_variants": variants,
         "comparisons": comparisons,
+        "collapse": rates,
+        "collapse_dice": float(settings["collapse_dice"]),
+        "collapse_test": fisher_test(rates[baseline], rates[candidate]) if has_primary else None,
+        "metric_agreement": agreement(tables["per_model"]),
     }
     if len(losses) >= 3:
         extra["friedman"] = friedman(score_table, losses, PATIENT_METRICS[metric][2])
@@ -129,8 +191,10 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
         primary = with_sensitivity(candidate, metric)
         if metric == "dice_per_patient":
             primary["at_best_threshold"] = compare(candidate, "dice_at_best", AT_BEST)
-        return primary | extra
-    return _without_primary(tables, settings, losses, collapsed, variants) | extra
+        verdict = primary | extra
+    else:
+        verdict = _without_primary(tables, settings, losses, collapsed, variants) | extra
+    return verdict | {"verdicts_by_metric": verdicts_by_metric(verdict)}
 
 
 def _overview(scores: pd.DataFrame, per_model: pd.DataFrame, losses: list[str]) -> dict:
@@ -173,6 +237,7 @@ def _without_primary(
         "verdict": None,
         "p_value": None,
         "p_holm": None,
+        "superiority": None,
         "collapsed_seeds": {k: len(v) for k, v in collapsed.items()},
         "without_collapsed": None,
         "n_pairs": int(tables["per_patient"]["patient"].nunique()),

@@ -249,3 +249,117 @@ def friedman_text(
         f"chi² = {_number(friedman['statistic'])}, p = {friedman['p_value']:.3g}. Mean ranks "
         f"(1 = best): {ranks}. Pairwise Wilcoxon signed-rank tests, Holm-corrected: {pairs}."
     )
+
+
+def collapse_table(rates: Mapping[str, Mapping[str, Any]], level: float) -> pd.DataFrame:
+    """One row per group (a loss, or an arm and loss): collapsed models of all, the rate and
+    its exact interval."""
+    return pd.DataFrame(
+        [
+            {
+                "models": label,
+                "collapsed / trained": f"{r['collapsed']} / {r['models']}",
+                "rate": r["rate"],
+                f"{_percent(level)} CI (exact)": f"[{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]",
+            }
+            for label, r in rates.items()
+        ]
+    ).round(3)
+
+
+def superiority_text(r: Mapping[str, Any]) -> str:
+    """The single-run risk of one comparison in a sentence."""
+    s = r.get("superiority") or {}
+    cand, base = named(r, "candidate"), named(r, "baseline")
+    if s.get("estimate") is None:
+        return f"Single-run risk of {cand} vs {base}: needs two seeds or more."
+    ci = s.get("ci")
+    bounds = "" if ci is None else f" ({_percent(s['ci_level'])} CI [{ci[0]:.2f}, {ci[1]:.2f}])"
+    return (
+        f"Trained once each, a {cand} run scores higher than an independent {base} run on a "
+        f"random test patient with probability {s['estimate']:.2f}{bounds} on {r['metric']} "
+        "(over test patients and every pair of different seeds; 0.5 = a coin toss)."
+    )
+
+
+def agreement_table(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """Each pair of metrics: Kendall's tau between the models' orders, discordant pairs."""
+    return pd.DataFrame(
+        [
+            {
+                "metric a": r["metric_a"],
+                "metric b": r["metric_b"],
+                "Kendall's tau": r["kendall_tau"],
+                "model pairs ordered differently": r["discordant_share"],
+            }
+            for r in rows
+        ]
+    ).round(3)
+
+
+def verdicts_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
+    """Per candidate loss, its verdict against the baseline on each metric."""
+    variants = verdict.get("loss_variants", {})
+    return pd.DataFrame(
+        [
+            {"candidate vs baseline": loss_label(loss, variants.get(loss)), **by_metric}
+            for loss, by_metric in verdict["verdicts_by_metric"].items()
+        ]
+    )
+
+
+def metric_trust(verdict: Mapping[str, Any], n_models: int) -> str:
+    """'Which metric to trust', written from this run's agreement numbers and verdicts."""
+    primary = verdict["metric"]
+    rows = verdict["metric_agreement"]
+    with_primary = [r for r in rows if primary in (r["metric_a"], r["metric_b"])]
+    if not with_primary or n_models < 3:
+        return (
+            f"With {n_models} models there is no ranking to compare; the all-background case "
+            "above is the argument against pixel accuracy."
+        )
+
+    def other(r: Mapping[str, Any]) -> str:
+        return r["metric_b"] if r["metric_a"] == primary else r["metric_a"]
+
+    ordered = sorted(
+        with_primary, key=lambda r: -1 if r["kendall_tau"] is None else r["kendall_tau"]
+    )
+    listing = "; ".join(
+        f"{other(r)} τ = {_number(r['kendall_tau'])} ({100 * r['discordant_share']:.0f} % of "
+        "pairs reversed)"
+        for r in ordered
+    )
+    accuracy = next((r for r in with_primary if other(r) == "pixel_accuracy"), None)
+    changed = [
+        loss for loss, by in verdict["verdicts_by_metric"].items() if len(set(by.values())) > 1
+    ]
+    parts = [
+        f"Over this run's {n_models} models (a loss and seed; folds averaged), how each metric "
+        f"orders them against the primary {primary}, least agreement first: {listing}."
+    ]
+    if accuracy is not None:
+        parts.append(
+            f"Pixel accuracy reverses {100 * accuracy['discordant_share']:.0f} % of the model "
+            "pairs that per-patient Dice orders; whatever it does here, the all-background row "
+            "of the data card scores near-perfect accuracy with zero overlap, so it is not "
+            "evidence for a loss."
+        )
+    if changed:
+        parts.append(
+            "The verdict changes with the metric for: "
+            + "; ".join(
+                f"{loss} ("
+                + ", ".join(f"{m} {v}" for m, v in verdict["verdicts_by_metric"][loss].items())
+                + ")"
+                for loss in changed
+            )
+            + ". Cite the primary metric, fixed in advance; the others show where the answer "
+            "is fragile."
+        )
+    else:
+        parts.append(
+            "No comparison changes verdict with the metric: the answer does not hinge "
+            "on which overlap or distance score is cited."
+        )
+    return " ".join(parts)
