@@ -32,6 +32,9 @@ SNAPSHOT = json.loads((Path(__file__).parent / "config_snapshot.json").read_text
 ADDED = {"loss._target_", "model._target_", "tuned_lr", "train.val_batch_size"}
 ADDED |= {"train.sampling", "train.uniform_share", "train.samples_per_epoch", "train.val_every"}
 ADDED |= {"factor"}  # a second factor crossed with the loss (issue 20, experiment=lgg_sampling)
+# margins of the metrics whose verdicts the report checks for agreement (issue 20)
+ADDED |= {f"report.margins.{m}" for m in ("dice_per_image", "dice_tumour_slices", "iou")}
+ADDED |= {"report.margins.pixel_accuracy"}
 # Values changed on purpose since the snapshot, as (before, after), all by issue 19:
 # loss=dice and bce_dice pool the soft Dice over the batch, as the article's code;
 # experiment=lgg_cv trains 5 seeds for 25 epochs (docs/real-data.md, "Ablation").

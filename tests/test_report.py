@@ -24,7 +24,7 @@ from segloss.evaluation import evaluate
 from segloss.report import Factor, build_report
 from segloss.report.tables import Tables, size_terciles, training_regime
 from segloss.report.verdict import build_verdict
-from segloss.report.wording import headline, outcome
+from segloss.report.wording import headline, metric_trust, outcome
 from segloss.stats import VERDICTS
 
 with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -123,7 +123,14 @@ def study(shifts: dict[str, float], n_patients=16, seeds=3, noise=0.005, collaps
     per_patient = pd.DataFrame(rows, columns=["loss", "seed", "patient", "dice"]).assign(
         iou=lambda f: f["dice"] / (2 - f["dice"]), dice_at_best=lambda f: f["dice"]
     )
-    per_image = per_patient.assign(slice=1, hd95=lambda f: 10 * (1 - f["dice"]), nsd=1.0)
+    per_image = per_patient.assign(
+        slice=1,
+        hd95=lambda f: 10 * (1 - f["dice"]),
+        nsd=1.0,
+        gt_pixels=100,
+        # blind to the losses: the same accuracy up to noise far inside its 0.001 margin
+        pixel_accuracy=lambda f: 0.99 + np.random.default_rng(2).normal(0, 2e-4, len(f)),
+    )
     per_model = pd.DataFrame(models, columns=["loss", "seed", "best_val_dice", "lr"])
     return {"per_image": per_image, "per_patient": per_patient, "per_model": per_model}
 
@@ -191,6 +198,23 @@ def test_secondaries_are_holm_corrected_and_three_losses_get_friedman():
     assert set(verdict["friedman"]) >= {"statistic", "p_value"}
     assert set(verdict["variance_by_loss"]) == {"bce", "dice", "bce_dice"}
     assert verdict["at_best_threshold"]["metric"] == "dice_at_best"
+
+
+def test_verdicts_per_metric_show_which_answers_change_with_the_metric():
+    verdict = build_verdict(study({"bce": 0.0, "bce_dice": 0.1}), SETTINGS)
+    by_metric = verdict["verdicts_by_metric"]["bce_dice"]
+    assert set(by_metric) == {
+        "pixel_accuracy", "dice_per_image", "dice_tumour_slices", "dice_per_patient", "iou",
+        "hd95", "nsd",
+    }  # fmt: skip
+    primary = by_metric["dice_per_patient"]
+    assert (primary["verdict"], primary["ci"]) == (verdict["verdict"], verdict["ci"])
+    assert by_metric["dice_per_patient"]["verdict"] == "better"
+    assert by_metric["pixel_accuracy"]["verdict"] == "equivalent"
+    assert abs(by_metric["pixel_accuracy"]["mean_difference"]) < 1e-4
+    text = metric_trust(verdict, n_models=6)
+    assert "The verdict changes with the metric for: bce_dice" in text
+    assert "pixel_accuracy equivalent" in text
 
 
 def test_training_regime_reads_rising_curves():

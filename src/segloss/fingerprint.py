@@ -18,7 +18,7 @@ import ast
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,13 @@ def factor_level(cfg: Mapping[str, Any]) -> tuple[str, str] | None:
     group, setting = key.split(".")
     value = cfg[group][setting]
     return setting, str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def factor_columns(columns: Iterable[str]) -> list[str]:
+    """The id columns a second factor adds to the evaluation tables (``sampling``): every
+    column before ``loss``."""
+    columns = list(columns)
+    return columns[: columns.index("loss")] if "loss" in columns else []
 
 
 def output_dir(cfg: Mapping[str, Any]) -> Path:

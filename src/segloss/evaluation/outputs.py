@@ -13,7 +13,8 @@ import pandas as pd
 from segloss.calibration import pool_calibration
 from segloss.data.prepared import PreparedSplit
 from segloss.evaluation.summary import loss_summary
-from segloss.evaluation.tables import ID_COLUMNS, factor_columns
+from segloss.evaluation.tables import ID_COLUMNS
+from segloss.fingerprint import factor_columns
 from segloss.io import atomic_path, write_csv, write_json
 
 # Every per-model table and the columns it starts with.

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from segloss import metrics
-from segloss.evaluation.tables import factor_columns
+from segloss.fingerprint import factor_columns
 from segloss.scoring import summary_metrics
 
 _MODEL_KEYS = ["loss", "seed", "fold"]

@@ -6,7 +6,7 @@ Every count compares the thresholded native-resolution probabilities with the so
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,14 +17,9 @@ from segloss.calibration import calibration_table, expected_calibration_error
 from segloss.data.prepared import PreparedSplit
 from segloss.evaluation.inference import FoldData, Probabilities
 from segloss.evaluation.settings import EvalSettings
+from segloss.fingerprint import factor_columns
 
 ID_COLUMNS = ["loss", "seed", "fold", "patient", "slice"]
-
-
-def factor_columns(columns: Iterable[str]) -> list[str]:
-    """The id columns of a second factor (``sampling``: every column before ``loss``)."""
-    columns = list(columns)
-    return columns[: columns.index("loss")] if "loss" in columns else []
 
 
 @dataclass(frozen=True)

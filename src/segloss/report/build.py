@@ -24,6 +24,7 @@ from segloss.calibration import pool_calibration
 from segloss.data import card
 from segloss.data.prepared import PreparedSplit, load_meta, load_tested
 from segloss.errors import SeglossError
+from segloss.fingerprint import factor_columns
 from segloss.io import atomic_path, write_json, write_text
 from segloss.report import factorial, figures, sections, tables, wording
 from segloss.report.factorial import Factor
@@ -226,8 +227,15 @@ def build_report(
     and section 7 compares the levels (:mod:`segloss.report.factorial`)."""
     data = tables.Tables.read(metrics_dir)
     everything, levels = data, None
+    if factor is None and (found := factor_columns(data.per_model.columns)):
+        raise SeglossError(
+            f"{Path(metrics_dir) / 'per_model.csv'} has a second factor's column "
+            f"{found[0]!r}: run the report with the sweep's factor (e.g. "
+            f"factor=train.{found[0]}, or its experiment)"
+        )
     if factor is not None:
-        levels = factorial.arms(data.per_model, factor)  # before anything is written
+        # before anything is written
+        levels = factorial.arms(data.per_model, factor, Path(metrics_dir) / "per_model.csv")
         data = factorial.at_level(data, factor.column, factor.reference)
     meta = load_meta(prepared_dir)
     data_card = card.read_tables(prepared_dir)

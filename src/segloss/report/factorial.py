@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -38,13 +39,14 @@ class Factor:
         return self.key.rsplit(".", 1)[-1]
 
 
-def arms(per_model: pd.DataFrame, factor: Factor) -> list[str]:
-    """The two levels, the other first and the reference last; an error naming what is
-    missing where the sweep cannot be paired (no column, not two levels, an empty cell)."""
+def arms(per_model: pd.DataFrame, factor: Factor, path: Path) -> list[str]:
+    """The two levels, the other first and the reference last; an error naming ``path``
+    (the per-model table) and what is missing where the sweep cannot be paired (no column,
+    not two levels, an empty cell)."""
     column = factor.column
     if column not in per_model:
         raise SeglossError(
-            f"per_model.csv has no {column!r} column: the models were evaluated without "
+            f"{path} has no {column!r} column: the models were evaluated without "
             f"factor={factor.key}; rerun the evaluate stage with it"
         )
     levels = list(dict.fromkeys(per_model[column].astype(str)))
@@ -57,12 +59,12 @@ def arms(per_model: pd.DataFrame, factor: Factor) -> list[str]:
         missing.append(f"{column}={factor.reference} (the configured level)")
     if missing:
         raise SeglossError(
-            f"per_model.csv: the sweep over {factor.key} cannot be paired: no models for "
+            f"{path}: the sweep over {factor.key} cannot be paired: no models for "
             + ", ".join(missing)
         )
     if len(levels) != 2:
         raise SeglossError(
-            f"per_model.csv: the factorial report compares two levels of {factor.key}, "
+            f"{path}: the factorial report compares two levels of {factor.key}, "
             f"found {len(levels)} ({', '.join(levels)})"
         )
     return [lv for lv in levels if lv != factor.reference] + [factor.reference]
@@ -161,7 +163,7 @@ def blocks(
                 "mean difference": r["mean_difference"],
                 f"{100 * result['ci_level']:g} % CI": interval(r["ci"]),
                 "verdict": r["verdict"],
-                "P(one run beats one run)": "–"
+                "P(one candidate run beats one baseline run)": "–"
                 if s["estimate"] is None
                 else f"{s['estimate']:.2f} "
                 + ("" if s["ci"] is None else f"[{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]"),
@@ -174,7 +176,7 @@ def blocks(
             "mean difference": result["difference"],
             f"{100 * result['ci_level']:g} % CI": interval(result["ci"]),
             "verdict": result["verdict"],
-            "P(one run beats one run)": "",
+            "P(one candidate run beats one baseline run)": "",
             "collapse p (Fisher)": None,
         }
     )
@@ -192,9 +194,9 @@ def blocks(
         f"({per_level[second]['verdict']}) with {second}; their difference, the interaction, is "
         f"{result['difference']:+.3f} {interval(result['ci'])}: {result['verdict']}, "
         f"{_meaning(result, first, second, factor.column)}. Each level's interval is the crossed "
-        "one of section 5; the interaction's pairs the two levels' models seed by seed within "
-        "a fold (their models are independent, their patients shared) and keeps both levels' "
-        "seed variance. The main sections above show "
+        "one of section 5; the interaction's interval pairs the two levels' models seed by seed "
+        "within a fold (their models are independent, their patients shared) and keeps both "
+        "levels' seed variance. The main sections above show "
         f"{factor.column}={factor.reference} only."
     )
     return [

@@ -20,7 +20,8 @@ def parent_runs(per_model: pd.DataFrame) -> list[str]:
 
 def parent_metrics(verdict: Mapping[str, Any], per_model: pd.DataFrame) -> dict[str, float]:
     """The numbers a sweep's parent run shows: ``verdict_mean_difference``, ``verdict_ci_low``,
-    ``verdict_ci_high``, ``verdict_p_value``, ``verdict_margin`` (where defined), and
+    ``verdict_ci_high``, ``verdict_p_value``, ``verdict_margin`` (where defined), with a
+    second factor ``interaction_difference``, ``interaction_ci_low``/``_high``, and
     ``<loss>/test_<metric>``, the mean over seeds of each test summary metric."""
     ci = verdict.get("ci") or [None, None]
     values = {
@@ -30,6 +31,14 @@ def parent_metrics(verdict: Mapping[str, Any], per_model: pd.DataFrame) -> dict[
         "verdict_p_value": verdict.get("p_value"),
         "verdict_margin": verdict.get("margin"),
     }
+    interaction = verdict.get("interaction")
+    if interaction:
+        low, high = interaction["ci"]
+        values |= {
+            "interaction_difference": interaction["difference"],
+            "interaction_ci_low": low,
+            "interaction_ci_high": high,
+        }
     columns = [c for c in SUMMARY_METRICS if c in per_model]
     for loss, row in per_model.groupby("loss")[columns].mean().iterrows():
         values |= {f"{loss}/test_{name}": row[name] for name in columns}

@@ -239,7 +239,7 @@ def _metric_agreement(
         Text(
             "Kendall's tau between the orders each pair of metrics gives the models (each "
             "metric turned so that higher is better: 1 = the same order, 0 = unrelated), and "
-            "the share of model pairs the two order in opposite directions:"
+            "in brackets the share of model pairs the two order in opposite directions:"
         ),
         Table(agreement_table(verdict["metric_agreement"])),
         Text("Beside it, the constructed case: an all-background prediction on this test set."),

@@ -112,13 +112,51 @@ def agreement(per_model: pd.DataFrame) -> list[dict[str, Any]]:
     return metric_agreement(models, columns)
 
 
-def verdicts_by_metric(verdict: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
-    """Per candidate loss: its verdict against the baseline on each metric (the primary and
-    secondary comparisons), to show which answers change with the metric."""
-    rows = ([verdict] if verdict.get("verdict") else []) + list(verdict["comparisons"])
-    out: dict[str, dict[str, str | None]] = {}
-    for r in rows:
-        out.setdefault(r["candidate"], {})[r["metric"]] = r["verdict"]
+def metric_verdicts(
+    tables: Mapping[str, pd.DataFrame],
+    settings: Mapping[str, Any],
+    candidates: Sequence[str],
+    margins: Mapping[str, float],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per candidate loss, its comparison with the baseline on every metric of
+    :data:`AGREEMENT_METRICS` that has a per-patient value (each patient's slices averaged;
+    tumour slices only for ``dice_tumour_slices``; pooled Dice pools the whole test set, so it
+    is ranked, not compared): ``{mean_difference, ci, verdict}`` against the metric's margin
+    (``margins``, else ``report.margin``). Not part of the Holm family: it shows which
+    answers change with the metric, it does not add claims."""
+    specs = patient_metrics(tables)
+    scored = {
+        "pixel_accuracy": ("pixel_accuracy", "per_image", True),
+        "dice_per_image": ("dice", "per_image", True),
+        "dice_tumour_slices": ("dice", "per_image", True),
+        "dice_per_patient": specs["dice_per_patient"],
+        "iou": ("iou", "per_image", True),
+    }
+    scored |= {name: spec for name, spec in specs.items() if name.startswith(("hd95", "nsd"))}
+    scored = {n: spec for n, spec in scored.items() if spec[0] in tables[spec[1]]}
+    per_image = tables["per_image"]
+    if "gt_pixels" in per_image:
+        tumour = {"per_image": per_image[per_image["gt_pixels"] > 0]}
+    else:
+        scored.pop("dice_tumour_slices", None)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for loss in candidates:
+        for name, (column, source, higher) in scored.items():
+            frames = tables | tumour if name == "dice_tumour_slices" else tables
+            margin = margins.get(name, settings["margin"])
+            r = paired_comparison(
+                patient_scores(column, source, frames),
+                settings["baseline"],
+                loss,
+                metric=name,
+                higher_is_better=higher,
+                alpha=float(settings["alpha"]),
+                margin=float(margin),
+                seed=int(settings["seed"]),
+            )
+            out.setdefault(loss, {})[name] = {
+                k: r[k] for k in ("mean_difference", "ci", "margin", "verdict")
+            }
     return out
 
 
@@ -194,7 +232,8 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
         verdict = primary | extra
     else:
         verdict = _without_primary(tables, settings, losses, collapsed, variants) | extra
-    return verdict | {"verdicts_by_metric": verdicts_by_metric(verdict)}
+    by_metric = metric_verdicts(tables, settings, others, margins)
+    return verdict | {"verdicts_by_metric": by_metric}
 
 
 def _overview(scores: pd.DataFrame, per_model: pd.DataFrame, losses: list[str]) -> dict:

@@ -89,6 +89,21 @@ def _collapse(verdict: Mapping[str, Any], n_seeds: Mapping[str, int], threshold:
     return f"{text}; neither {both} is affected."
 
 
+def _collapse_rates(verdict: Mapping[str, Any]) -> str:
+    """The primary pair's collapse rates with exact intervals and Fisher's test."""
+    rates, test = verdict["collapse"], verdict["collapse_test"]
+    pair = [r for r in (verdict["baseline"], verdict["candidate"]) if r in rates]
+    listed = ", ".join(
+        f"{loss} {rates[loss]['collapsed']}/{rates[loss]['models']} models "
+        f"[{rates[loss]['ci'][0]:.2f}, {rates[loss]['ci'][1]:.2f}]"
+        for loss in pair
+    )
+    return (
+        f"Collapse rates ({_percent(verdict['ci_level'])} exact CI): {listed}; Fisher's exact "
+        f"p = {test['p_value']:.3g}."
+    )
+
+
 def _power(verdict: Mapping[str, Any]) -> str:
     power, m = verdict["power"], verdict["margin"]
     design = f"{verdict['n_pairs']} patients x {verdict['n_seeds']} seed(s)"
@@ -166,6 +181,8 @@ def headline(
         f"{bayes['p_worse']:.2f}; "
         "per seed " + ", ".join(_signed(v) for v in verdict["per_seed_differences"].values()) + ".",
         _collapse(verdict, n_seeds, collapse_dice),
+        _collapse_rates(verdict),
+        superiority_text(verdict),
     ]
     best = verdict.get("at_best_threshold")
     if best:
@@ -283,81 +300,89 @@ def superiority_text(r: Mapping[str, Any]) -> str:
 
 
 def agreement_table(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
-    """Each pair of metrics: Kendall's tau between the models' orders, discordant pairs."""
-    return pd.DataFrame(
-        [
-            {
-                "metric a": r["metric_a"],
-                "metric b": r["metric_b"],
-                "Kendall's tau": r["kendall_tau"],
-                "model pairs ordered differently": r["discordant_share"],
-            }
-            for r in rows
-        ]
-    ).round(3)
+    """The pairs of metrics as a matrix: Kendall's tau between the models' orders, with the
+    share of model pairs the two order differently in brackets."""
+    names = list(dict.fromkeys([n for r in rows for n in (r["metric_a"], r["metric_b"])]))
+    cells = pd.DataFrame("", index=names, columns=names)
+    for r in rows:
+        text = f"{_number(r['kendall_tau'])} ({100 * r['discordant_share']:.0f} %)"
+        cells.loc[r["metric_a"], r["metric_b"]] = cells.loc[r["metric_b"], r["metric_a"]] = text
+    return cells.rename_axis("τ (pairs reversed)").reset_index()
 
 
 def verdicts_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
-    """Per candidate loss, its verdict against the baseline on each metric."""
+    """Per candidate loss and metric: the difference from the baseline, its interval and
+    verdict (``verdicts_by_metric``)."""
     variants = verdict.get("loss_variants", {})
     return pd.DataFrame(
         [
-            {"candidate vs baseline": loss_label(loss, variants.get(loss)), **by_metric}
+            {
+                "candidate vs baseline": loss_label(loss, variants.get(loss)),
+                "metric": metric,
+                "mean difference": r["mean_difference"],
+                f"{_percent(verdict['ci_level'])} CI": interval(r["ci"]),
+                "margin": r["margin"],
+                "verdict": r["verdict"],
+            }
             for loss, by_metric in verdict["verdicts_by_metric"].items()
+            for metric, r in by_metric.items()
         ]
-    )
+    ).round(4)
 
 
 def metric_trust(verdict: Mapping[str, Any], n_models: int) -> str:
     """'Which metric to trust', written from this run's agreement numbers and verdicts."""
     primary = verdict["metric"]
-    rows = verdict["metric_agreement"]
-    with_primary = [r for r in rows if primary in (r["metric_a"], r["metric_b"])]
-    if not with_primary or n_models < 3:
-        return (
-            f"With {n_models} models there is no ranking to compare; the all-background case "
-            "above is the argument against pixel accuracy."
-        )
+    with_primary = [
+        r for r in verdict["metric_agreement"] if primary in (r["metric_a"], r["metric_b"])
+    ]
 
     def other(r: Mapping[str, Any]) -> str:
         return r["metric_b"] if r["metric_a"] == primary else r["metric_a"]
 
-    ordered = sorted(
-        with_primary, key=lambda r: -1 if r["kendall_tau"] is None else r["kendall_tau"]
-    )
-    listing = "; ".join(
-        f"{other(r)} τ = {_number(r['kendall_tau'])} ({100 * r['discordant_share']:.0f} % of "
-        "pairs reversed)"
-        for r in ordered
-    )
-    accuracy = next((r for r in with_primary if other(r) == "pixel_accuracy"), None)
-    changed = [
-        loss for loss, by in verdict["verdicts_by_metric"].items() if len(set(by.values())) > 1
-    ]
-    parts = [
-        f"Over this run's {n_models} models (a loss and seed; folds averaged), how each metric "
-        f"orders them against the primary {primary}, least agreement first: {listing}."
-    ]
-    if accuracy is not None:
-        parts.append(
-            f"Pixel accuracy reverses {100 * accuracy['discordant_share']:.0f} % of the model "
-            "pairs that per-patient Dice orders; whatever it does here, the all-background row "
-            "of the data card scores near-perfect accuracy with zero overlap, so it is not "
-            "evidence for a loss."
+    parts = []
+    if with_primary and n_models >= 3:
+        ordered = sorted(
+            with_primary, key=lambda r: -1 if r["kendall_tau"] is None else r["kendall_tau"]
         )
+        listing = "; ".join(
+            f"{other(r)} τ = {_number(r['kendall_tau'])} ({100 * r['discordant_share']:.0f} % "
+            "of pairs reversed)"
+            for r in ordered
+        )
+        parts.append(
+            f"Over this run's {n_models} models (a loss and seed; folds averaged), how each "
+            f"metric orders them against the primary {primary}, least agreement first: "
+            f"{listing}."
+        )
+        accuracy = next((r for r in with_primary if other(r) == "pixel_accuracy"), None)
+        if accuracy is not None:
+            parts.append(
+                f"Pixel accuracy reverses {100 * accuracy['discordant_share']:.0f} % of the "
+                f"model pairs that {primary} orders."
+            )
+    else:
+        parts.append(f"With {n_models} models there is no ranking of models to compare.")
+    parts.append(
+        "Whatever accuracy does here, the all-background row below scores near-perfect "
+        "accuracy with zero overlap, so it is not evidence for a loss."
+    )
+    by_metric = {
+        loss: {m: r["verdict"] for m, r in by.items()}
+        for loss, by in verdict["verdicts_by_metric"].items()
+    }
+    changed = [loss for loss, by in by_metric.items() if len(set(by.values())) > 1]
     if changed:
         parts.append(
             "The verdict changes with the metric for: "
             + "; ".join(
-                f"{loss} ("
-                + ", ".join(f"{m} {v}" for m, v in verdict["verdicts_by_metric"][loss].items())
-                + ")"
+                f"{loss} (" + ", ".join(f"{m} {v}" for m, v in by_metric[loss].items()) + ")"
                 for loss in changed
             )
             + ". Cite the primary metric, fixed in advance; the others show where the answer "
             "is fragile."
         )
-    else:
+    elif by_metric:
         parts.append(
             "No comparison changes verdict with the metric: the answer does not hinge "
             "on which overlap or distance score is cited."

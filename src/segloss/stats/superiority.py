@@ -13,7 +13,7 @@ delete-one jackknife over that factor (a patient; a seed, removed from both loss
 fold), and the two are added; both jackknifes also see the residual, so the sum errs on the
 wide side. The t quantile takes Satterthwaite's degrees of freedom of the sum (patients - 1
 and seeds - 1), because with five seeds the model part is itself uncertain. Coverage is
-checked by simulation with a known truth (tests/test_stats.py). No library computes this
+checked by simulation with a known truth (tests/test_stats_risk.py). No library computes this
 crossed interval (the probability of superiority of MRMC studies is an AUC with
 readers x cases variance, Obuchowski-Rockette; the estimator here is the same idea).
 """

@@ -24,6 +24,7 @@ from torch import nn
 from segloss.data.prepared import fold_splits
 from segloss.fingerprint import (
     STAMP,
+    factor_level,
     fingerprint,
     fingerprint_hash,
     fold_of,
@@ -79,8 +80,12 @@ class Job:
 
     @property
     def label(self) -> str:
-        return f"loss {self.loss}, seed {self.seed}" + (
-            "" if self.fold is None else f", fold {self.fold}"
+        """``loss bce, seed 0, fold 1`` (``, sampling uniform`` with a second factor)."""
+        level = factor_level(self.cfg)
+        return (
+            f"loss {self.loss}, seed {self.seed}"
+            + ("" if self.fold is None else f", fold {self.fold}")
+            + ("" if level is None else f", {' '.join(level)}")
         )
 
 
