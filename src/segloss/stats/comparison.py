@@ -46,6 +46,19 @@ def decide(low: float | None, high: float | None, margin: float, higher_is_bette
     return "inconclusive"
 
 
+def _decided(
+    low: float, high: float, alpha: float, margin: float, higher_is_better: bool
+) -> dict[str, Any]:
+    """A crossed interval's fields: ``ci``, ``ci_level``, ``ci_method``, ``margin``, ``verdict``."""
+    return {
+        "ci": [_clean(low), _clean(high)],
+        "ci_level": 1 - float(alpha),
+        "ci_method": CI_METHOD,
+        "margin": float(margin),
+        "verdict": decide(low, high, margin, higher_is_better),
+    }
+
+
 def model_table(scores: pd.DataFrame, loss: str) -> pd.DataFrame:
     """One loss's ``patient x seed`` table (index fold, patient) from a scores frame."""
     missing = {"loss", "seed", "patient", "value"} - set(scores.columns)
@@ -121,11 +134,7 @@ def paired_comparison(
         "metric": metric,
         "higher_is_better": bool(higher_is_better),
         "mean_difference": _clean(mean),
-        "ci": [_clean(low), _clean(high)],
-        "ci_level": 1 - float(alpha),
-        "ci_method": CI_METHOD,
-        "margin": float(margin),
-        "verdict": decide(low, high, margin, higher_is_better),
+        **_decided(low, high, alpha, margin, higher_is_better),
         "p_value": _clean(wilcoxon_p(d)),
         "p_holm": None,
         "effect_size": _clean(rank_biserial(d)),
@@ -206,11 +215,7 @@ def interaction(
         "factor": factor,
         "levels": [str(level) for level in levels],
         "difference": _clean(mean),
-        "ci": [_clean(low), _clean(high)],
-        "ci_level": 1 - float(alpha),
-        "ci_method": CI_METHOD,
-        "margin": float(margin),
-        "verdict": decide(low, high, margin, higher_is_better),
+        **_decided(low, high, alpha, margin, higher_is_better),
         "variance": components.shares(),
         "per_level": per_level,
     }
