@@ -2,6 +2,7 @@
 
 python pipelines/prepare.py                                   # synthetic, 40 patients
 python pipelines/prepare.py data=lgg data.root=../shared/data/lgg_sample
+python pipelines/prepare.py data=folder data.root=R data.images='images/*.png' ...
 """
 
 from __future__ import annotations
@@ -30,15 +31,19 @@ def main(cfg: DictConfig) -> None:
     stats = result.calibration
     origin = "generated" if result.generated else "read"
     log.info("%s %s in %.1f s", origin, result.source_dir, result.seconds["generate"])
+    mri = cfg.data.source != "folder"
+    what = "tumour" if mri else "foreground"
     log.info("%d patients, %d slices", stats["patients"], stats["slices"])
-    log.info("tumour pixels: %.2f %% of all pixels", 100 * stats["tumour_pixel_fraction"])
-    log.info("slices with tumour: %.1f %%", 100 * stats["positive_slice_fraction"])
-    log.info("tumour within positive slices: %.2f %%", 100 * stats["tumour_fraction_in_positive"])
-    log.info(
-        "FLAIR lesion / surrounding brain: %.2f (lesion brighter in %.0f %% of positive slices)",
-        stats["flair_lesion_to_surround"],
-        100 * stats["flair_lesion_brighter"],
-    )
+    log.info("%s pixels: %.2f %% of all pixels", what, 100 * stats["tumour_pixel_fraction"])
+    log.info("slices with %s: %.1f %%", what, 100 * stats["positive_slice_fraction"])
+    log.info("%s within positive slices: %.2f %%", what, 100 * stats["tumour_fraction_in_positive"])
+    if mri:
+        log.info(
+            "FLAIR lesion / surrounding brain: %.2f (lesion brighter in %.0f %% of positive "
+            "slices)",
+            stats["flair_lesion_to_surround"],
+            100 * stats["flair_lesion_brighter"],
+        )
     log.info("prepared data: %s; data card: %s", result.prepared, result.card)
     log.info("prepare took %.1f s", result.seconds["total"])
 

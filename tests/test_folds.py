@@ -217,7 +217,7 @@ def test_cv_folds_above_the_patients_fail_before_writing(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: cv.folds=5 is more than the 4 patients"
+        "error: cv.folds=5 is more than the 4 patients (groups of images)"
     )
     assert not (tmp_path / "prepared").exists() and not (tmp_path / "synthetic").exists()
 

@@ -153,9 +153,9 @@ def _native_prepared(out: Path) -> Path:
             masks=small.astype(np.uint8),
             patients=np.repeat(patients, 2),
             slices=np.tile([1, 2], len(patients)),
-            native=np.packbits(native, axis=-1),
+            native=native,
         )
-    meta = {"source": "blobs", "native_size": [32, 32], "pixel_spacing_mm": 0.5}
+    meta = {"source": "blobs", "pixel_spacing_mm": 0.5}
     return write_prepared(out, splits, meta)
 
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from segloss import stacks
+
 
 def calibration_table(probabilities: np.ndarray, target: np.ndarray, n_bins: int) -> pd.DataFrame:
     """Equal-width bins of foreground probability over all pixels: the reliability diagram.
 
     Per bin: pixel ``count``, mean predicted probability and the observed foreground fraction.
     """
-    p = probabilities.ravel().astype(np.float64)
-    y = np.asarray(target, dtype=bool).ravel()
+    p = stacks.ravel(probabilities).astype(np.float64)
+    y = stacks.ravel(target).astype(bool)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     index = np.clip(np.digitize(p, edges[1:-1]), 0, n_bins - 1)
     count = np.bincount(index, minlength=n_bins)

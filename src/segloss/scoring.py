@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from segloss import stacks
 from segloss.metrics import _surface_distances
 
 # Summary metrics of one model on the test split (the evaluate stage's ``per_model.csv`` and
@@ -97,6 +98,17 @@ def native_probabilities(probabilities: np.ndarray, size: Sequence[int]) -> np.n
     return up[:, 0].numpy()
 
 
+def probabilities_like(probabilities: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Probabilities (N,h,w) upsampled to each target's own size: a stack laid out like
+    ``targets`` (:mod:`segloss.stacks`; images of one data set may differ in size)."""
+    if not stacks.is_ragged(targets):
+        return native_probabilities(probabilities, targets.shape[1:])
+    out = np.empty(len(targets), dtype=object)
+    for rows, block in stacks.blocks(targets):
+        out[rows] = list(native_probabilities(probabilities[rows], block.shape[1:]))
+    return out
+
+
 def _border(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask)
 
@@ -154,10 +166,14 @@ def per_patient_surface(
     tolerance: float,
     names: tuple[str, str] = ("hd95", "nsd"),
 ) -> pd.DataFrame:
-    """One row per patient: ``patient`` and the volume HD95 and NSD (column ``names``)."""
+    """One row per patient: ``patient`` and the volume HD95 and NSD (column ``names``).
+
+    ``pred`` and ``target`` are stacks (:mod:`segloss.stacks`); a patient's slices share a
+    size (the prepare stage checks it)."""
     patients = np.asarray(patients)
     rows = []
     for patient in pd.unique(patients):
         rows_of = patients == patient
-        rows.append((patient, *volume_surface(pred[rows_of], target[rows_of], spacing, tolerance)))
+        pair = (stacks.regular(m[rows_of], f"patient {patient}") for m in (pred, target))
+        rows.append((patient, *volume_surface(*pair, spacing, tolerance)))
     return pd.DataFrame(rows, columns=["patient", *names])

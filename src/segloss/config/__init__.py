@@ -18,7 +18,14 @@ from typing import Any
 
 from segloss.config.checks import from_mapping, is_set, plain
 from segloss.config.cv import CvConfig
-from segloss.config.data import DATA_SCHEMAS, DataConfig, LggData, SyntheticData, data_config
+from segloss.config.data import (
+    DATA_SCHEMAS,
+    DataConfig,
+    FolderData,
+    LggData,
+    SyntheticData,
+    data_config,
+)
 from segloss.config.eval import EvalConfig
 from segloss.config.loss import LOSS_SCHEMAS, LossConfig
 from segloss.config.model import ModelConfig
@@ -34,6 +41,7 @@ __all__ = [
     "CvConfig",
     "DataConfig",
     "EvalConfig",
+    "FolderData",
     "LggData",
     "LossConfig",
     "ModelConfig",

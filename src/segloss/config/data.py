@@ -16,7 +16,7 @@ from segloss.config.checks import from_mapping, int_at_least, is_int, is_number,
 from segloss.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
-SOURCES = ("synthetic", "lgg")
+SOURCES = ("synthetic", "lgg", "folder")
 
 
 def check_fractions(fractions: Mapping[str, Any], setting: str = "data.split") -> None:
@@ -108,10 +108,38 @@ class LggData(DataConfig):
         require(ok, f"data.download={self.download!r} must be true or false")
 
 
-DATA_SCHEMAS: dict[str, type[DataConfig]] = {"synthetic": SyntheticData, "lgg": LggData}
+@dataclass
+class FolderData(DataConfig):
+    """Any folder of 2-D images with binary masks (segloss.data.folder): globs under ``root``,
+    an id regex per side, an optional CSV of per-image group and stratum."""
+
+    images: str = MISSING  # glob under root selecting the image files
+    masks: str = MISSING  # glob under root selecting the mask files
+    image_id: str = MISSING  # regex with (?P<id>...), matched against an image file's stem
+    mask_id: str = MISSING  # the same for a mask's stem: equal ids pair an image and its mask
+    table: str | None = None  # CSV (under root, or absolute): one row per image id
+    table_id: str = "image"  # its column of image ids
+    table_group: str | None = None  # its column of groups (null: each image its own group)
+    table_stratum: str | None = None  # its column of strata (null: by foreground share)
+    mask_threshold: float | None = None  # foreground = value above; null: any non-zero
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("images", "masks", "image_id", "mask_id"):
+            value = getattr(self, key)
+            require(isinstance(value, str) and value != "", f"data.{key} must be set")
+        t = self.mask_threshold
+        require(t is None or is_number(t), f"data.mask_threshold={t!r} must be a number or null")
 
 
-def data_config(values: Mapping[str, Any]) -> SyntheticData | LggData:
+DATA_SCHEMAS: dict[str, type[DataConfig]] = {
+    "synthetic": SyntheticData,
+    "lgg": LggData,
+    "folder": FolderData,
+}
+
+
+def data_config(values: Mapping[str, Any]) -> SyntheticData | LggData | FolderData:
     """The validated ``data`` settings of the source ``values["source"]`` names."""
     source = values.get("source")
     if source not in DATA_SCHEMAS:

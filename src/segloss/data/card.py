@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from segloss import stacks
 from segloss.data.kaggle import Patient
 from segloss.data.prepared import SPLITS, load_manifest, load_tested
 from segloss.errors import SeglossError
@@ -115,17 +116,46 @@ def _split_rows(manifest: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _calibration_rows(stats: dict[str, float], source: str) -> str:
+    """The native-resolution statistics; against real kaggle_3m for the MRI sources."""
+    if source == "folder":
+        return f"""| statistic | value |
+|---|---|
+| foreground pixels, % of all pixels | {100 * stats["tumour_pixel_fraction"]:.2f} |
+| images with foreground, % | {100 * stats["positive_slice_fraction"]:.1f} |
+| foreground % within those images (mean) | {100 * stats["tumour_fraction_in_positive"]:.2f} |"""
+    return f"""| statistic | value | real kaggle_3m |
+|---|---|---|
+| tumour pixels, % of all pixels | {100 * stats["tumour_pixel_fraction"]:.2f} | about 1.3 |
+| slices with tumour, % | {100 * stats["positive_slice_fraction"]:.1f} | 35-45 |
+| tumour % within positive slices | {100 * stats["tumour_fraction_in_positive"]:.2f} | 1-6 |
+| FLAIR lesion / surrounding brain (median) | {stats["flair_lesion_to_surround"]:.2f} | > 1 |
+| FLAIR lesion brighter, % of tumour slices | {100 * stats["flair_lesion_brighter"]:.0f} | most |"""
+
+
 def render_card(
     manifest: pd.DataFrame, stats: dict[str, float], baseline: dict[str, float], meta: dict
 ) -> str:
-    """The data card as markdown."""
+    """The data card as markdown (for folder data in its own words: groups, foreground)."""
     table = _split_rows(manifest).to_markdown(index=False, floatfmt=".2f")
     size = meta["image_size"]
+    sizes = manifest[["native_height", "native_width"]].drop_duplicates()
+    native = (
+        f"{sizes.iloc[0, 0]}x{sizes.iloc[0, 1]}"
+        if len(sizes) == 1
+        else f"{len(sizes)} sizes, {manifest['native_height'].min()}-"
+        f"{manifest['native_height'].max()} x {manifest['native_width'].min()}-"
+        f"{manifest['native_width'].max()} (each scored at its own size)"
+    )
+    mri = meta["source"] != "folder"
+    unit, thing = ("patients", "tumour") if mri else ("groups (patients)", "foreground")
+    strata = f"{meta['stratified_by']}, then " if meta.get("stratified_by") else ""
     return f"""# Data card
 
-Source: **{meta["source"]}** (`{meta["source_dir"]}`), {stats["patients"]} patients,
-{stats["slices"]} slices; prepared at {size}x{size}, split by patient (seed {meta["seed"]},
-stratified by tumour burden). Data hash `{meta["data_hash"]}`.
+Source: **{meta["source"]}** (`{meta["source_dir"]}`), {stats["patients"]} {unit},
+{stats["slices"]} images at {native}; prepared at {size}x{size}, split by {unit}
+(seed {meta["seed"]}, stratified by {strata}{thing} burden). Data hash `{meta["data_hash"]}`.
+In the tables "patients" are {unit} and "tumour" the {thing}.
 
 ## Splits (prepared size)
 
@@ -133,13 +163,7 @@ stratified by tumour burden). Data hash `{meta["data_hash"]}`.
 
 ## Calibration (native resolution)
 
-| statistic | value | real kaggle_3m |
-|---|---|---|
-| tumour pixels, % of all pixels | {100 * stats["tumour_pixel_fraction"]:.2f} | about 1.3 |
-| slices with tumour, % | {100 * stats["positive_slice_fraction"]:.1f} | 35-45 |
-| tumour % within positive slices | {100 * stats["tumour_fraction_in_positive"]:.2f} | 1-6 |
-| FLAIR lesion / surrounding brain (median) | {stats["flair_lesion_to_surround"]:.2f} | > 1 |
-| FLAIR lesion brighter, % of tumour slices | {100 * stats["flair_lesion_brighter"]:.0f} | most |
+{_calibration_rows(stats, meta["source"])}
 
 ## Why pixel accuracy misleads: an all-background prediction on the test split
 
@@ -149,10 +173,10 @@ stratified by tumour burden). Data hash `{meta["data_hash"]}`.
 | Dice | {baseline["dice"]:.3f} |
 | IoU | {baseline["iou"]:.3f} |
 
-Predicting no tumour at all is right for {100 * baseline["pixel_accuracy"]:.1f} % of the pixels
-yet finds none of the tumour. (Averaged per slice instead, each tumour-free slice it leaves
-empty counting as a perfect 1, its Dice would be {baseline["mean_slice_dice"]:.2f}: per-slice
-means need the same care.)
+Predicting no {thing} at all is right for {100 * baseline["pixel_accuracy"]:.1f} % of the
+pixels yet finds none of the {thing}. (Averaged per image instead, each {thing}-free image it
+leaves empty counting as a perfect 1, its Dice would be {baseline["mean_slice_dice"]:.2f}:
+per-image means need the same care.)
 
 Normalisation: {meta["normalisation"]}
 """
@@ -180,8 +204,11 @@ def imbalance_table(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def background_table(native: np.ndarray, patients: np.ndarray) -> pd.DataFrame:
-    """What an all-background mask scores on the given slices' masks (one row)."""
-    frame = per_image(np.zeros(native.shape, bool), native, nsd_tolerance=0.0)  # no surface
+    """What an all-background mask scores on the given slices' masks (one row); ``native``
+    is a :mod:`segloss.stacks` stack (images may differ in size)."""
+    frame = stacks.frame_by_block(
+        lambda target: per_image(np.zeros(target.shape, bool), target, nsd_tolerance=0.0), native
+    )  # an all-background mask has no surface: NSD is 0 or 1 at any tolerance
     frame = frame.assign(patient=patients)
     return pd.DataFrame(
         {

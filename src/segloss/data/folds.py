@@ -30,7 +30,9 @@ def check_cv(cfg: Mapping, n_patients: int | None = None) -> CvConfig:
     folds = cv.folds
     if n_patients is not None and folds > 1:
         if folds > n_patients:
-            raise ConfigError(f"cv.folds={folds} is more than the {n_patients} patients")
+            raise ConfigError(
+                f"cv.folds={folds} is more than the {n_patients} patients (groups of images)"
+            )
         if n_patients - -(-n_patients // folds) < 2:
             raise ConfigError(
                 f"cv.folds={folds} with {n_patients} patients leaves fewer than 2 patients "
@@ -39,9 +41,22 @@ def check_cv(cfg: Mapping, n_patients: int | None = None) -> CvConfig:
     return cv
 
 
-def _burden_order(burden: Mapping[str, float], stratum: int, rng: np.random.Generator) -> list:
-    """Tumour patients by burden (most first), shuffled within strata; then tumour-free ones."""
-    ranked = sorted((n for n in burden if burden[n] > 0), key=lambda n: (-burden[n], n))
+def ranking(burden: Mapping[str, float], strata: Mapping[str, str] | None = None):
+    """Sort key: by the given stratum (a data set's own, e.g. the diagnosis), then burden
+    (most first), then name; dealing patients in this order spreads every stratum."""
+    strata = strata or {}
+    return lambda name: (strata.get(name, ""), -burden[name], name)
+
+
+def _burden_order(
+    burden: Mapping[str, float],
+    stratum: int,
+    rng: np.random.Generator,
+    strata: Mapping[str, str] | None = None,
+) -> list:
+    """Tumour patients by stratum and burden (most first), shuffled within runs of
+    ``stratum``; then tumour-free ones."""
+    ranked = sorted((n for n in burden if burden[n] > 0), key=ranking(burden, strata))
     order = [
         str(name)
         for start in range(0, len(ranked), stratum)
@@ -50,7 +65,12 @@ def _burden_order(burden: Mapping[str, float], stratum: int, rng: np.random.Gene
     return order + [str(n) for n in rng.permutation(sorted(n for n in burden if burden[n] <= 0))]
 
 
-def assign_folds(burden: Mapping[str, float], folds: int, seed: int) -> dict[str, int]:
+def assign_folds(
+    burden: Mapping[str, float],
+    folds: int,
+    seed: int,
+    strata: Mapping[str, str] | None = None,
+) -> dict[str, int]:
     """Map each patient to its test fold (0..folds-1): sizes differ by at most one.
 
     Patients are taken in burden order; each goes to a fold with the fewest patients so far,
@@ -62,7 +82,7 @@ def assign_folds(burden: Mapping[str, float], folds: int, seed: int) -> dict[str
     rng = np.random.default_rng(seed)
     taken = np.zeros(folds, int)
     assignment = {}
-    for name in _burden_order(burden, folds, rng):
+    for name in _burden_order(burden, folds, rng, strata):
         free = np.flatnonzero(taken == taken.min())
         choice = int(rng.choice(free))
         taken[choice] += 1
@@ -71,21 +91,25 @@ def assign_folds(burden: Mapping[str, float], folds: int, seed: int) -> dict[str
 
 
 def fold_roles(
-    burden: Mapping[str, float], folds: int, seed: int, val_fraction: float
+    burden: Mapping[str, float],
+    folds: int,
+    seed: int,
+    val_fraction: float,
+    strata: Mapping[str, str] | None = None,
 ) -> list[dict[str, list[str]]]:
     """Per fold, the sorted ``train``/``val``/``test`` patients.
 
     Validation: ``round(val_fraction * rest)`` (at least 1, at most rest - 1) of the patients
     outside the test fold, one drawn (seeded) from each of that many consecutive burden strata.
     """
-    test_fold = assign_folds(burden, folds, seed)
+    test_fold = assign_folds(burden, folds, seed, strata)
     rng = np.random.default_rng([seed, 1])
     out = []
     for fold in range(folds):
         test = sorted(n for n, f in test_fold.items() if f == fold)
         rest = {n: b for n, b in burden.items() if test_fold[n] != fold}
         n_val = min(max(1, round(val_fraction * len(rest))), len(rest) - 1)
-        ranked = sorted(rest, key=lambda n: (-rest[n], n))
+        ranked = sorted(rest, key=ranking(rest, strata))
         val = sorted(str(rng.choice(part)) for part in np.array_split(ranked, n_val))
         train = sorted(n for n in rest if n not in val)
         out.append({"train": train, "val": val, "test": test})

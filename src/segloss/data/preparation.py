@@ -9,7 +9,7 @@ atomically, so a bad input leaves no partial ``data/prepared``.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from segloss import config
-from segloss.data import card, kaggle, sources, synthetic
+from segloss import config, stacks
+from segloss.data import card, folder, kaggle, sources, synthetic
 from segloss.data.folds import check_cv, fold_roles
 from segloss.data.prepared import (
     POOL,
@@ -30,7 +30,7 @@ from segloss.data.prepared import (
     write_prepared,
 )
 from segloss.data.split import split_counts, split_patients
-from segloss.errors import ConfigError, DataError
+from segloss.errors import ConfigError
 from segloss.io import write_text
 
 NORMALISATION = (
@@ -107,36 +107,30 @@ def resize(images: torch.Tensor, masks: np.ndarray, size: int) -> tuple[np.ndarr
 
 
 def _split(patients: Mapping, members: list[str]) -> PreparedSplit:
-    """The prepared arrays of ``members`` (each patient: slices, images, masks, packed native)."""
+    """The prepared arrays of ``members`` (each patient: slices, images, masks, native masks);
+    the native masks keep each patient's source size."""
     return PreparedSplit(
         images=np.concatenate([patients[p][1] for p in members]),
         masks=np.concatenate([patients[p][2] for p in members]),
         patients=np.concatenate([[p] * len(patients[p][0]) for p in members]),
         slices=np.concatenate([patients[p][0] for p in members]),
-        native=np.concatenate([patients[p][3] for p in members]),
+        native=stacks.stack([patients[p][3] for p in members]),
     )
-
-
-def _check_native(patient: kaggle.Patient, native: tuple[int, int] | None) -> tuple[int, int]:
-    """Every patient's slices must share one source size (native scores need one grid)."""
-    size = tuple(int(v) for v in patient.masks.shape[1:3])
-    if native is not None and size != native:
-        raise DataError(
-            f"{patient.files[0]}: slices are {size[0]}x{size[1]}, other patients' "
-            f"{native[0]}x{native[1]}; every scan must have the same size"
-        )
-    return size
 
 
 def _source(data: config.DataConfig, cv: Mapping, folds: int) -> tuple[Path, bool, float | None]:
     """``(folder to read, generated now, mm per native pixel or None)`` for ``data``."""
     download = isinstance(data, config.LggData) and data.download
     if not config.is_set(data.root) and not download:
-        raise ConfigError(
-            "data.root is not set: pass data.root=<kaggle_3m folder, its parent or the Kaggle "
-            "zip> (or data.download=true)"
+        where = (
+            "the folder the data.images and data.masks globs start from"
+            if isinstance(data, config.FolderData)
+            else "kaggle_3m folder, its parent or the Kaggle zip> (or data.download=true"
         )
-    if not isinstance(data, config.SyntheticData):
+        raise ConfigError(f"data.root is not set: pass data.root=<{where}>")
+    if isinstance(data, config.FolderData):
+        return Path(data.root), False, None
+    if isinstance(data, config.LggData):
         return sources.resolve_root(data.root, data.cache, fetch=data.download), False, None
     settings = synthetic_settings(data)
     _check_size(data.image_size, settings.size, f"data.tiff_size={settings.size}")
@@ -147,21 +141,46 @@ def _source(data: config.DataConfig, cv: Mapping, folds: int) -> tuple[Path, boo
     return source_dir, generated, synthetic.FOV_MM / settings.size
 
 
+def folder_layout(data: config.FolderData) -> folder.Layout:
+    """The folder reader's layout from the (validated) ``data`` settings."""
+    return folder.Layout(
+        root=Path(data.root),
+        images=data.images,
+        masks=data.masks,
+        image_id=data.image_id,
+        mask_id=data.mask_id,
+        table=data.table,
+        table_id=data.table_id,
+        table_group=data.table_group,
+        table_stratum=data.table_stratum,
+        mask_threshold=data.mask_threshold,
+    )
+
+
+def _patients(
+    data: config.DataConfig, source_dir: Path
+) -> tuple[Iterable[kaggle.Patient], dict[str, str] | None]:
+    """The source's patients (one at a time for kaggle_3m) and their strata (folder data with
+    a stratum column; None: stratify by burden alone)."""
+    if isinstance(data, config.FolderData):
+        patients, strata = folder.read_groups(folder_layout(data))
+        return patients, strata if data.table_stratum is not None else None
+    return map(kaggle.read_patient, sources.patient_folders(source_dir)), None
+
+
 def _read(
-    source_dir: Path, size: int, norm: Mapping[str, float]
-) -> tuple[dict, pd.DataFrame, list]:
-    """Every patient normalised and resized (``name -> (slices, images, masks, packed native
-    masks)``), the per-slice card table, and the native size."""
-    patients, tables, native = {}, [], None
-    for folder in sources.patient_folders(source_dir):
-        patient = kaggle.read_patient(folder)
+    patients: Iterable[kaggle.Patient], size: int, norm: Mapping[str, float]
+) -> tuple[dict, pd.DataFrame]:
+    """Every patient normalised and resized (``name -> (slices, images, masks, native
+    masks)``) and the per-slice card table."""
+    prepared, tables = {}, []
+    for patient in patients:
         _check_size(size, min(patient.images.shape[1:3]), str(patient.files[0]))
-        native = _check_native(patient, native)
         tables.append(card.slice_table(patient))
         pixels = normalise(patient.images, float(norm["low"]), float(norm["high"]))
-        packed = np.packbits(patient.masks, axis=-1)
-        patients[patient.name] = (patient.slices, *resize(pixels, patient.masks, size), packed)
-    return patients, pd.concat(tables, ignore_index=True), list(native)
+        small = resize(pixels, patient.masks, size)
+        prepared[patient.name] = (patient.slices, *small, patient.masks)
+    return prepared, pd.concat(tables, ignore_index=True)
 
 
 def prepare(
@@ -179,35 +198,39 @@ def prepare(
     fractions, norm = config.plain(data.split), config.plain(data.normalise)
     source_dir, generated, spacing = _source(data, cv, folds)
     generation = time.perf_counter() - started
-    patients, slices, native = _read(source_dir, size, norm)
+    found, strata = _patients(data, source_dir)
+    patients, slices = _read(found, size, norm)
     stats = card.calibration(slices)
     burden = (
         slices.groupby("patient")["tumour_pixels"].sum() / slices.groupby("patient")["pixels"].sum()
     ).to_dict()
     meta = {
         "source": data.source,
-        "source_dir": str(kaggle.find_root(source_dir)),
+        "source_dir": str(
+            source_dir if isinstance(data, config.FolderData) else kaggle.find_root(source_dir)
+        ),
         "seed": seed,
         "split_fractions": fractions,
         "normalisation": NORMALISATION.format(size=size, **norm),
         "calibration": stats,
-        "native_size": native,
-        # mm per native pixel where the source knows it (synthetic), else null (kaggle_3m)
+        # mm per native pixel where the source knows it (synthetic), else null
         "pixel_spacing_mm": spacing,
         "cv": {"folds": folds, "seed": seed, "val_fraction": val_fraction},
     }
     if folds >= 2:
         check_cv(cv, len(patients))
-        meta["folds"] = fold_roles(burden, folds, seed, val_fraction)
+        meta["folds"] = fold_roles(burden, folds, seed, val_fraction, strata)
         splits = {POOL: _split(patients, sorted(patients))}
         test_masks = splits[POOL].masks
     else:
-        assignment = split_patients(burden, fractions, seed)
+        assignment = split_patients(burden, fractions, seed, strata)
         splits = {
             name: _split(patients, [p for p in sorted(patients) if assignment[p] == name])
             for name in SPLITS
         }
         test_masks = splits["test"].masks
+    if strata is not None:
+        meta["stratified_by"], meta["strata"] = data.table_stratum, strata
     if isinstance(data, config.SyntheticData):
         settings = synthetic_settings(data)
         meta["generator"] = {**asdict(settings), "key": settings.key()}

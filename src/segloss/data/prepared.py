@@ -5,11 +5,13 @@ Layout of a prepared folder (default ``data/prepared/``)::
     images_<split>.npy   uint8 (N, H, W, 3)  channels pre-contrast, FLAIR, post-contrast,
                          each scaled to 0..255 as documented in ``meta.json["normalisation"]``
     masks_<split>.npy    uint8 (N, H, W)     values {0, 1}
-    native_<split>.npy   uint8 (N, H0, ceil(W0/8))  the masks at the source resolution
-                         (``meta.json["native_size"]`` = [H0, W0]), ``np.packbits`` along
-                         the last axis; read with :func:`load_native` (absent in old folders)
-    manifest.csv         one row per slice: patient,slice,split,tumour_pixels,height,width,index
-                         (``index`` is the row of that slice in the split's arrays)
+    native_<split>.npy   uint8, flat: every mask at its source resolution, bit-packed, each
+                         starting on a byte (:func:`segloss.stacks.pack`); each slice's size
+                         is in the manifest (``native_height``, ``native_width``): images of
+                         one data set may differ in size. Read with :func:`load_native`.
+    manifest.csv         one row per slice: patient,slice,split,tumour_pixels,height,width,
+                         index,native_height,native_width (``index`` is the row of that slice
+                         in the split's arrays; height/width the prepared size)
     meta.json            source, image_size, splits (patients per split), data_hash, ...
 
 With cross-validation (``meta.json["cv"]["folds"] >= 2``) the arrays hold one pool, split
@@ -37,9 +39,21 @@ import pandas as pd
 from segloss.config.data import SPLITS
 from segloss.errors import DataError, SeglossError
 from segloss.io import atomic_path
+from segloss.stacks import pack, shapes, unpack
 
 POOL = "all"  # the one split of a cross-validated folder
-MANIFEST_COLUMNS = ["patient", "slice", "split", "tumour_pixels", "height", "width", "index"]
+MANIFEST_COLUMNS = [
+    "patient",
+    "slice",
+    "split",
+    "tumour_pixels",
+    "height",
+    "width",
+    "index",
+    "native_height",
+    "native_width",
+]
+NATIVE_SIZE = ["native_height", "native_width"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +64,7 @@ class PreparedSplit:
     masks: np.ndarray
     patients: np.ndarray  # (N,) str
     slices: np.ndarray  # (N,) int
-    native: np.ndarray | None = None  # (N, H0, ceil(W0/8)) packed native masks, or None
+    native: np.ndarray | None = None  # the masks at the source size: a segloss.stacks stack
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -181,21 +195,24 @@ def load_split(
     )
 
 
+def _unpack_native(root: Path, name: str, rows: pd.DataFrame) -> np.ndarray:
+    """The native masks of ``rows`` (manifest rows of the array file of split ``name``)."""
+    path = root / f"native_{name}.npy"
+    every = load_manifest(root).query("split == @name").sort_values("index")
+    try:
+        return unpack(_load_array(path, mmap=True), every[NATIVE_SIZE], rows["index"].to_numpy())
+    except ValueError as exc:
+        raise _damaged(path, str(exc)) from None
+
+
 def load_native(
     prepared_dir: str | os.PathLike, split: str, *, fold: int | None = None
-) -> np.ndarray | None:
-    """A split's masks at the source resolution, bool (N, H0, W0); None in older folders."""
+) -> np.ndarray:
+    """A split's masks at the source resolution: a :mod:`segloss.stacks` stack of bool masks
+    (one ``(N, H0, W0)`` array when every image has the same size)."""
     root = Path(prepared_dir)
     rows, name = _rows(root, split, fold)
-    path = root / f"native_{name}.npy"
-    size = load_meta(root).get("native_size")
-    if not path.is_file() or not size:
-        return None
-    packed = _load_array(path, mmap=True)
-    if packed.ndim != 3 or packed.shape[1] != size[0] or packed.shape[2] != -(-size[1] // 8):
-        raise _damaged(path, f"packed masks of shape {packed.shape} do not match {size}")
-    index = rows["index"].to_numpy()
-    return np.unpackbits(packed[index], axis=-1, count=int(size[1])).astype(bool)
+    return _unpack_native(root, name, rows)
 
 
 def write_prepared(
@@ -230,15 +247,19 @@ def write_prepared(
             digest.update(name.encode())
             digest.update(images.tobytes())
             digest.update(masks.tobytes())
-            if part.native is not None:
-                native = np.ascontiguousarray(part.native, dtype=np.uint8)
-                native_sizes.add(native.shape[1:])
-                np.save(tmp / f"native_{name}.npy", native)
-                digest.update(native.tobytes())
+            native = masks.astype(bool) if part.native is None else part.native
+            if len(native) != len(masks):
+                raise ValueError(f"split {name!r}: {len(native)} native masks, {len(masks)} slices")
+            native_size = shapes(native)
+            native_sizes.update(map(tuple, native_size.tolist()))
+            bits = pack(native)
+            np.save(tmp / f"native_{name}.npy", bits)
+            digest.update(bits.tobytes())
             patients_per_split[name] = sorted(set(map(str, part.patients)))
             for i, (patient, slice_) in enumerate(zip(part.patients, part.slices, strict=True)):
                 rows.append(
                     (str(patient), int(slice_), name, int(masks[i].sum()), *masks.shape[1:3], i)
+                    + tuple(int(v) for v in native_size[i])
                 )
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
         if meta.get("folds"):
@@ -246,10 +267,10 @@ def write_prepared(
             manifest["fold"] = manifest["patient"].map(test_fold)
             digest.update(json.dumps(meta["folds"], sort_keys=True).encode())
         manifest.to_csv(tmp / "manifest.csv", index=False)
-        if len(native_sizes) > 1:
-            raise ValueError(f"native masks differ in packed size: {sorted(native_sizes)}")
         full_meta = {
             **dict(meta),
+            # one [H0, W0] where every image has the same source size, else null
+            "native_size": list(native_sizes.pop()) if len(native_sizes) == 1 else None,
             "image_size": int(max(sizes)) if sizes else None,
             "splits": patients_per_split,
             "data_hash": digest.hexdigest()[:16],
@@ -259,25 +280,20 @@ def write_prepared(
 
 
 def load_tested(prepared_dir: str | os.PathLike) -> tuple[PreparedSplit, np.ndarray]:
-    """Every tested slice with its masks at the source resolution (bool N,H0,W0).
+    """Every tested slice with its masks at the source resolution (a stack of bool masks).
 
     Without folds: the test split; with folds: the whole pool (every patient is tested once),
-    in the arrays' order. Folders without native masks give the prepared masks.
+    in the arrays' order.
     """
     root = Path(prepared_dir)
-    meta = load_meta(root)
-    if n_folds(meta) < 2:
-        split = load_split(root, "test")
-        native = load_native(root, "test")
-    else:
-        rows = load_manifest(root).query("split == @POOL").sort_values("index")
-        arrays = {k: _load_array(root / f"{k}_{POOL}.npy", True) for k in ("images", "masks")}
-        split = PreparedSplit(
-            arrays["images"],
-            arrays["masks"],
-            rows["patient"].to_numpy(dtype=str),
-            rows["slice"].to_numpy(dtype=int),
-        )
-        packed, size = _load_array(root / f"native_{POOL}.npy", True), meta["native_size"]
-        native = np.unpackbits(packed, axis=-1, count=int(size[1])).astype(bool)
-    return split, (np.asarray(split.masks, bool) if native is None else native)
+    if n_folds(load_meta(root)) < 2:
+        return load_split(root, "test"), load_native(root, "test")
+    rows = load_manifest(root).query("split == @POOL").sort_values("index")
+    arrays = {k: _load_array(root / f"{k}_{POOL}.npy", True) for k in ("images", "masks")}
+    split = PreparedSplit(
+        arrays["images"],
+        arrays["masks"],
+        rows["patient"].to_numpy(dtype=str),
+        rows["slice"].to_numpy(dtype=int),
+    )
+    return split, _unpack_native(root, POOL, rows)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from segloss.config.data import check_fractions
+from segloss.data.folds import ranking
 from segloss.data.prepared import SPLITS
 from segloss.errors import ConfigError
 
@@ -33,11 +34,15 @@ def split_counts(
 
 
 def split_patients(
-    burden: Mapping[str, float], fractions: Mapping[str, float], seed: int
+    burden: Mapping[str, float],
+    fractions: Mapping[str, float],
+    seed: int,
+    strata: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Map each patient to a split.
 
-    Tumour-bearing patients are ranked by burden (most first), the seed shuffling ranks within
+    Tumour-bearing patients are ranked by stratum (``strata``, where given) and burden (most
+    first), the seed shuffling ranks within
     strata of about ``n / smallest split`` neighbours, and tumour-free patients follow in
     seeded order. They are dealt in that order, each to the split furthest below its share
     (empty splits first), so every split gets tumour-bearing patients whenever there are at
@@ -48,7 +53,7 @@ def split_patients(
     target = np.array([counts[s] for s in SPLITS])
     rng = np.random.default_rng(seed)
     stratum = max(1, len(names) // int(target.min()))
-    ranked = sorted((n for n in names if burden[n] > 0), key=lambda n: -burden[n])
+    ranked = sorted((n for n in names if burden[n] > 0), key=ranking(burden, strata))
     order = [
         name
         for start in range(0, len(ranked), stratum)

@@ -20,16 +20,13 @@ class FoldData:
 
     test: PreparedSplit
     val: PreparedSplit
-    target_test: np.ndarray  # bool (N, H0, W0): native masks (prepared ones in old folders)
+    target_test: np.ndarray  # native masks: a segloss.stacks stack (sizes may differ)
     target_val: np.ndarray
 
     @classmethod
     def load(cls, prepared_dir: str | os.PathLike, fold: int | None) -> FoldData:
         test, val = (load_split(prepared_dir, name, fold=fold) for name in ("test", "val"))
-        targets = []
-        for name, split in (("test", test), ("val", val)):
-            native = load_native(prepared_dir, name, fold=fold)
-            targets.append(np.asarray(split.masks, bool) if native is None else native)
+        targets = (load_native(prepared_dir, name, fold=fold) for name in ("test", "val"))
         return cls(test, val, *targets)
 
 
@@ -38,8 +35,8 @@ class Probabilities:
     """One model's foreground probabilities (N,H,W float32) on a fold."""
 
     test_low: np.ndarray  # test slices at the training size
-    test: np.ndarray  # test slices at the source size
-    val: np.ndarray  # validation slices at the source size
+    test: np.ndarray  # test slices at their source size (a stack, like FoldData's targets)
+    val: np.ndarray  # validation slices at their source size
 
 
 def predict_probabilities(
@@ -61,12 +58,11 @@ def predict_probabilities(
 def predict(
     model: torch.nn.Module, data: FoldData, batch_size: int, device: torch.device
 ) -> Probabilities:
-    """Predict the fold's test and validation slices; upsample them to the source size."""
-    size = data.target_test.shape[1:]
+    """Predict the fold's test and validation slices; upsample each to its source size."""
     low_test = predict_probabilities(model, data.test.images, batch_size, device)
     low_val = predict_probabilities(model, data.val.images, batch_size, device)
     return Probabilities(
         test_low=low_test,
-        test=scoring.native_probabilities(low_test, size),
-        val=scoring.native_probabilities(low_val, size),
+        test=scoring.probabilities_like(low_test, data.target_test),
+        val=scoring.probabilities_like(low_val, data.target_val),
     )

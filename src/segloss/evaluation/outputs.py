@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from segloss import stacks
 from segloss.calibration import pool_calibration
 from segloss.data.prepared import PreparedSplit
 from segloss.evaluation.summary import loss_summary
@@ -28,9 +29,10 @@ TABLE_FRONTS = {
 
 
 def save_predictions(pred_dir: Path, name: str, masks: np.ndarray, split: PreparedSplit) -> None:
-    """``<pred_dir>/<name>.npz``: the native ``masks`` (bool) with ``patient`` and ``slice``."""
+    """``<pred_dir>/<name>.npz``: the native masks (:func:`segloss.stacks.to_npz`) with
+    ``patient`` and ``slice``."""
     np.savez_compressed(
-        pred_dir / f"{name}.npz", masks=masks, patient=split.patients, slice=split.slices
+        pred_dir / f"{name}.npz", **stacks.to_npz(masks), patient=split.patients, slice=split.slices
     )
 
 

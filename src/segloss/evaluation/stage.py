@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from segloss import scoring
+from segloss import scoring, stacks
 from segloss.data.prepared import load_meta, n_folds
 from segloss.evaluation.checkpoints import Checkpoint, find_checkpoints, load_models
 from segloss.evaluation.inference import FoldData, predict
@@ -71,7 +71,7 @@ def _score_model(
     if factor is not None:
         ids = {factor: ckpt.level} | ids
     probs = predict(model, data, settings.batch_size, device)
-    masks = probs.test >= settings.threshold
+    masks = stacks.apply(lambda p: p >= settings.threshold, probs.test)
     save_predictions(pred_dir, ckpt.name, masks, data.test)
     scored = model_tables(masks, probs, data, settings, units, ids)
     summary = summary_row(

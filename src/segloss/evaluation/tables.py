@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from segloss import metrics, scoring
+from segloss import metrics, scoring, stacks
 from segloss.calibration import calibration_table, expected_calibration_error
 from segloss.data.prepared import PreparedSplit
 from segloss.evaluation.inference import FoldData, Probabilities
@@ -41,9 +42,11 @@ def score(
     """``per_image`` of binary masks against ``target`` (default: the split's masks) in the
     spacing and tolerance of ``units`` (:func:`segloss.scoring.units`), with ``patient`` and
     ``slice`` in front and the distance columns named with their unit (``hd95_px``, ...)."""
-    target = np.asarray(split.masks if target is None else target, dtype=bool)
-    frame = metrics.per_image(
-        masks, target, nsd_tolerance=units["tolerance"], spacing=units["spacing"]
+    target = np.asarray(split.masks, dtype=bool) if target is None else target
+    frame = stacks.frame_by_block(
+        partial(metrics.per_image, nsd_tolerance=units["tolerance"], spacing=units["spacing"]),
+        masks,
+        target,
     ).rename(columns={"hd95": units["hd95"], "nsd": units["nsd"]})
     frame.insert(0, "patient", split.patients)
     frame.insert(1, "slice", split.slices)
@@ -58,8 +61,10 @@ def patient_dice_at(
 
     Only the confusion counts are needed (no surface distances), so this stays cheap.
     """
-    target = np.asarray(split.masks if target is None else target, dtype=bool)
-    counts = pd.DataFrame(metrics.confusion_counts(probabilities >= t, target))
+    target = np.asarray(split.masks, dtype=bool) if target is None else target
+    counts = stacks.frame_by_block(
+        lambda p, y: pd.DataFrame(metrics.confusion_counts(p >= t, y)), probabilities, target
+    )
     return metrics.per_patient(counts.assign(patient=split.patients))[["patient", "dice"]]
 
 

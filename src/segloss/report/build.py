@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from segloss import stacks
 from segloss.calibration import pool_calibration
 from segloss.data import card
 from segloss.data.prepared import PreparedSplit, load_meta, load_tested
@@ -95,8 +96,8 @@ def _load_predictions(
             raise SeglossError(
                 f"{paths[0]} does not list the prepared test slices: rerun the evaluate stage"
             )
-        masks[f"{tables.loss_label(loss, variants[loss])}, seed {seed}"] = np.concatenate(
-            [f["masks"] for f in saved]
+        masks[f"{tables.loss_label(loss, variants[loss])}, seed {seed}"] = stacks.stack(
+            [stacks.from_npz(f) for f in saved]
         )[order]
     return masks, list(zip(first["loss"], first["seed"], strict=True))
 
@@ -121,7 +122,8 @@ def _overlays(
         .to_numpy()
         for title, (loss, seed) in zip(predictions, shown, strict=True)
     }
-    return figures.overlays(test, rows, predictions, slice_dice, native)
+    rgb = load_meta(prepared_dir).get("source") == "folder"  # photographs, not MRI channels
+    return figures.overlays(test, rows, predictions, slice_dice, native, rgb=rgb)
 
 
 def _figures(

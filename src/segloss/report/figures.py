@@ -252,19 +252,22 @@ def overlays(
     predictions: dict[str, np.ndarray],
     dice: dict[str, np.ndarray],
     truth: np.ndarray | None = None,
+    *,
+    rgb: bool = False,
 ) -> Figure:
-    """The same test slices for every loss: FLAIR image, ground truth, each prediction.
+    """The same test slices for every loss: FLAIR image (``rgb``: the colour image), ground
+    truth, each prediction.
 
     ``predictions`` maps a column title to its masks (N,H,W) and ``dice`` the same title to
     its per-slice Dice (N,), shown in each panel's title. ``truth``: the ground truth at the
     masks' (source) size; the prepared image is stretched over the same extent.
     """
     truth = test.masks if truth is None else truth
-    columns = ["image (FLAIR)", "ground truth", *predictions]
+    columns = ["image" if rgb else "image (FLAIR)", "ground truth", *predictions]
     fig = _figure(1.9 * len(columns), 2.0 * len(rows))
     axes = fig.subplots(len(rows), len(columns), squeeze=False)
     for r, row in enumerate(rows):
-        flair = test.images[row][..., 1]
+        image = test.images[row] if rgb else test.images[row][..., 1]
         h, w = truth[row].shape
         extent = (-0.5, w - 0.5, h - 0.5, -0.5)
         masks = {"ground truth": truth[row].astype(bool)} | {
@@ -272,7 +275,7 @@ def overlays(
         }
         for c, title in enumerate(columns):
             ax = axes[r, c]
-            ax.imshow(flair, cmap="gray", extent=extent)
+            ax.imshow(image, cmap=None if rgb else "gray", extent=extent)
             if title in masks:
                 overlay = np.ma.masked_where(~masks[title], masks[title])
                 ax.imshow(overlay, cmap="autumn", alpha=0.55, vmin=0, vmax=1, extent=extent)
