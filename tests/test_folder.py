@@ -7,6 +7,7 @@ where it is absent.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -295,3 +296,47 @@ def test_ph2_preset_prepares_ten_real_images(ph2: Path, tmp_path: Path):
     native = load_native(tmp_path / "prepared", "test", fold=0)
     share = np.mean([m.mean() for m in native])
     assert 0.02 < share < 0.99  # lesions cover 3-98 % of an image
+
+
+@pytest.mark.slow
+def test_folder_of_three_sizes_runs_every_stage(tmp_path: Path):
+    """Prepare, train (two losses, one epoch), evaluate and report on 12 generated images of
+    three sizes, through the entry points; every count at each image's own size."""
+    root = write_folder(tmp_path / "set")
+    out = tmp_path / "out"
+    common = [
+        "data=folder",
+        f"data.root={root}",
+        "data.mask_id='(?P<id>.+)_mask'",
+        "data.image_size=32",
+        "tracking=none",
+        "print_config=false",
+        *(f"paths.{k}={out / k}" for k in ("prepared", "models", "predictions", "reports")),
+    ]
+    stages = {
+        "prepare": [],
+        "train": ["-m", "loss=bce,bce_dice", "seed=0", "train.epochs=1", "train.batch_size=8",
+                  f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+        "evaluate": [],
+        "report": [],
+    }  # fmt: skip
+    for stage, extra in stages.items():
+        cmd = [sys.executable, str(REPO / "pipelines" / f"{stage}.py"), *common, *extra]
+        if stage != "train":
+            cmd.append(f"hydra.run.dir={tmp_path / stage}")
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{stage}:\n{done.stderr[-3000:]}"
+    per_image = pd.read_csv(out / "reports" / "metrics" / "per_image.csv", dtype={"patient": str})
+    assert set(per_image["loss"]) == {"bce", "bce_dice"}
+    truth = {
+        p: np.count_nonzero(np.asarray(Image.open(root / "masks" / f"{p}_mask.png")))
+        for p in per_image["patient"]
+    }
+    assert (per_image["gt_pixels"] == per_image["patient"].map(truth)).all()
+    sizes = {np.asarray(Image.open(root / "masks" / f"{p}_mask.png")).size for p in truth}
+    tn_fp = per_image["tn"] + per_image["fp"] + per_image["tp"] + per_image["fn"]
+    assert set(tn_fp) == sizes and len(sizes) >= 2  # each image counted at its own size
+    verdict = json.loads((out / "reports" / "verdict.json").read_text())
+    assert verdict["metric"] == "dice_per_patient" and verdict["verdict"] is not None
+    html = (out / "reports" / "report.html").read_text()
+    assert "binary masks of set" in html

@@ -67,11 +67,13 @@ def frame_by_block(
 
     ``others`` are stacks of the same images (targets of the predictions in ``first``).
     """
+    if not is_ragged(first):
+        return fn(first, *others)
     parts = []
     for rows, block in blocks(first):
         rest = [regular(s[rows], "frame_by_block") for s in others]
         parts.append(fn(block, *rest).set_axis(rows))
-    return pd.concat(parts).sort_index().reset_index(drop=True) if parts else fn(first, *others)
+    return pd.concat(parts).sort_index().reset_index(drop=True)
 
 
 def ravel(masks: np.ndarray) -> np.ndarray:

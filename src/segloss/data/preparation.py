@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -142,19 +142,9 @@ def _source(data: config.DataConfig, cv: Mapping, folds: int) -> tuple[Path, boo
 
 
 def folder_layout(data: config.FolderData) -> folder.Layout:
-    """The folder reader's layout from the (validated) ``data`` settings."""
-    return folder.Layout(
-        root=Path(data.root),
-        images=data.images,
-        masks=data.masks,
-        image_id=data.image_id,
-        mask_id=data.mask_id,
-        table=data.table,
-        table_id=data.table_id,
-        table_group=data.table_group,
-        table_stratum=data.table_stratum,
-        mask_threshold=data.mask_threshold,
-    )
+    """The folder reader's layout from the (validated) ``data`` settings of the same names."""
+    names = [f.name for f in fields(folder.Layout) if f.name != "root"]
+    return folder.Layout(root=Path(data.root), **{name: getattr(data, name) for name in names})
 
 
 def _patients(

@@ -197,6 +197,7 @@ def _write(
     images: Mapping[str, Image],
     blocks: list[Block],
     verdict: Mapping[str, Any],
+    title: str,
 ) -> dict[str, Path]:
     """Write ``figures/``, ``report.md``, ``report.html`` and ``verdict.json``."""
     out = Path(reports_dir)
@@ -211,7 +212,7 @@ def _write(
         for image in images.values():
             (tmp / image.name).write_bytes(image.png)
     for key, render in (("report_md", to_markdown), ("report_html", to_html)):
-        write_text(render(sections.TITLE, blocks), paths[key])
+        write_text(render(title, blocks), paths[key])
     write_json(verdict, paths["verdict"])
     return paths
 
@@ -272,5 +273,5 @@ def build_report(
     if factor is not None:
         extra_blocks = factorial.blocks(verdict["interaction"], data.per_model, factor, images)
     blocks = sections.blocks(shown, meta, verdict, data_card, terciles, images, fixed, extra_blocks)
-    paths = _write(reports_dir, images, blocks, verdict)
+    paths = _write(reports_dir, images, blocks, verdict, sections.title(meta))
     return BuiltReport(paths, verdict, data.per_model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,6 +22,16 @@ from segloss.report.wording import (
 )
 
 TITLE = "Does BCE+Dice beat BCE alone? Segmentation losses for brain-tumour MRI masks"
+
+
+def title(meta: Mapping[str, Any]) -> str:
+    """The report's title: :data:`TITLE`, or for folder data the data set's folder name."""
+    if meta.get("source") != "folder":
+        return TITLE
+    name = Path(str(meta.get("source_dir", "data"))).name
+    return f"Does BCE+Dice beat BCE alone? Segmentation losses for the binary masks of {name}"
+
+
 METRIC_SENTENCE = (
     "Why the Dice columns differ: per-slice Dice averages slices and scores an empty "
     "prediction on a tumour-free slice as a perfect 1, so a model that predicts little looks "

@@ -49,8 +49,9 @@ AGREEMENT_METRICS = (
     "hd95",
     "nsd",
 )
-# Words in meta.json's ``source`` that mark real MRI; anything else counts as synthetic.
-REAL_SOURCES = ("lgg", "kaggle", "tcga")
+# Words in meta.json's ``source`` that mark real images (MRI, or a folder data set of the
+# user's); anything else counts as synthetic.
+REAL_SOURCES = ("lgg", "kaggle", "tcga", "folder")
 
 
 def patient_metrics(tables: Mapping[str, pd.DataFrame]) -> dict[str, tuple[str, str, bool]]:
