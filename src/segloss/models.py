@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from segloss.config import ModelConfig
-from segloss.errors import ConfigError, DataError
+from segloss.errors import ConfigError, DataError, first_line
 from segloss.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def reusable(out: Path, fp_hash: str) -> dict[str, Any] | None:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # truncated or foreign file: retrain it
-        log.warning("%s: unreadable (%s); retraining it", path, _first_line(exc))
+        log.warning("%s: unreadable (%s); retraining it", path, first_line(exc))
         return None
     if checkpoint.get("fingerprint_hash") != fp_hash:
         return None
@@ -164,7 +164,7 @@ def load_checkpoint(
     except FileNotFoundError:
         raise DataError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # torch's PytorchStreamReader errors name no file
-        raise _unusable(path, f"not a readable checkpoint ({_first_line(exc)})") from None
+        raise _unusable(path, f"not a readable checkpoint ({first_line(exc)})") from None
     if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= checkpoint.keys():
         raise _unusable(path, "not a segloss checkpoint (no config/state_dict)")
     try:
@@ -172,13 +172,9 @@ def load_checkpoint(
         model = build_model({"_target_": ModelConfig._target_, **checkpoint["config"]["model"]})
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
-        raise _unusable(path, f"weights do not fit its config ({_first_line(exc)})") from None
+        raise _unusable(path, f"weights do not fit its config ({first_line(exc)})") from None
     model.to(device=target, memory_format=torch.channels_last)
     return model.eval(), checkpoint
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _unusable(path: str | os.PathLike, what: str) -> DataError:

@@ -24,8 +24,7 @@ import pandas as pd
 from PIL import Image
 
 from segloss.data.kaggle import Patient, read_tiff
-from segloss.data.prepared import first_line
-from segloss.errors import ConfigError, DataError
+from segloss.errors import ConfigError, DataError, first_line
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from segloss.errors import DataError
+from segloss.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,7 @@ def read_tiff(path: Path) -> np.ndarray:
     try:
         image = tifffile.imread(path)
     except Exception as exc:  # tifffile raises many types for damaged files
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{path}: unreadable TIFF ({reason})") from exc
+        raise DataError(f"{path}: unreadable TIFF ({first_line(exc)})") from exc
     finally:
         logger.removeHandler(collect)
         logger.propagate = propagate

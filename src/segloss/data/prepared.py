@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from segloss.config.data import SPLITS
-from segloss.errors import DataError, SeglossError
+from segloss.errors import DataError, SeglossError, first_line
 from segloss.io import atomic_path
 from segloss.stacks import pack, shapes, unpack
 
@@ -88,11 +88,6 @@ def _missing(path: Path) -> MissingPreparedData:
 
 def _damaged(path: Path, what: str) -> DataError:
     return DataError(f"{path}: {what}; rerun the prepare stage (`dvc repro prepare`)")
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def load_meta(prepared_dir: str | os.PathLike) -> dict:

@@ -23,7 +23,7 @@ import hashlib
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from segloss.errors import DataError
+from segloss.errors import DataError, first_line
 from segloss.io import atomic_path
 
 KAGGLE_DATASET = "mateuszbuda/lgg-mri-segmentation"
@@ -41,10 +41,9 @@ def download(dataset: str = KAGGLE_DATASET) -> Path:
 
         return Path(kagglehub.dataset_download(dataset))
     except Exception as exc:  # no network, no credentials, missing package: all one message
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise DataError(
             f"data.download: kagglehub could not fetch {dataset} ({type(exc).__name__}: "
-            f"{reason}); {BY_HAND}"
+            f"{first_line(exc)[:200]}); {BY_HAND}"
         ) from None
 
 
@@ -79,8 +78,9 @@ def unpack_zip(path: Path, cache: Path) -> Path:
                 for info in members:
                     archive.extract(info, tmp)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{path}: corrupt or unreadable zip ({reason}); {BY_HAND}") from None
+        raise DataError(
+            f"{path}: corrupt or unreadable zip ({first_line(exc)}); {BY_HAND}"
+        ) from None
     return out
 
 

@@ -14,7 +14,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from segloss import processes
-from segloss.tracking.store import one_line, prepare, retry_locked, store_client
+from segloss.errors import first_line
+from segloss.tracking.store import prepare, retry_locked, store_client
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
@@ -56,7 +57,7 @@ def end_run(uri: str, run_id: str, status: str = FINISHED, reason: str | None = 
     (sweeps, the SLURM launcher's jobs and stale-run clean-up all call it)."""
     client = store_client(uri)
     if reason:
-        retry_locked(client.set_tag, run_id, REASON_TAG, one_line(reason)[:MAX_TAG_LENGTH])
+        retry_locked(client.set_tag, run_id, REASON_TAG, first_line(str(reason))[:MAX_TAG_LENGTH])
     retry_locked(client.set_terminated, run_id, status)
 
 

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from segloss.errors import first_line
 from segloss.processes import signal_reason, sigterm_as_interrupt
 from segloss.tracking.records import Dataset, log_artifacts, log_datasets, log_metrics, log_model
 from segloss.tracking.runs import FAILED, FINISHED, KILLED, end_run, start_run
-from segloss.tracking.store import enabled, one_line
+from segloss.tracking.store import enabled
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def system_metrics(uri: str, run_id: str, interval: float | None) -> Iterator[No
             try:
                 publish()
             except Exception as exc:  # the store refuses (not a lock): stop sampling
-                log.warning("system metrics: %s; sampling stops", one_line(exc))
+                log.warning("system metrics: %s; sampling stops", first_line(exc))
                 return
             monitor.collect_metrics()
 
@@ -150,7 +151,7 @@ def tracked_run(
         status, reason = KILLED, signal_reason(exc)
         raise
     except BaseException as exc:
-        reason = f"{type(exc).__name__}: {one_line(exc)}"
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
         raise
     finally:
         end_run(uri, run_id, status, reason=reason)

@@ -182,9 +182,3 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return out.stdout.strip()
-
-
-def one_line(message: object) -> str:
-    """The first non-empty line of a message (exception texts can be long)."""
-    lines = [line for line in str(message).splitlines() if line.strip()]
-    return lines[0].strip() if lines else ""
