@@ -12,6 +12,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import filelock
@@ -24,24 +25,17 @@ from segloss.cli import one_line_errors
 from segloss.errors import ConfigError
 from segloss.sweep.jobs import job_configs, job_overrides, plain_config, prune_models
 from segloss.sweep.progress import PROGRESS_ENV, SweepProgress
-from segloss.sweep.worker import LAUNCHER_ENV, PARENT_RUN_FILE
+from segloss.sweep.worker import ENTRY_POINT, LAUNCHER_ENV, PARENT_RUN_FILE
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT = "pipelines/train.py"  # the parent run's source (the MLflow UI's Source column)
 
+def _tracking() -> ModuleType:
+    """``segloss.tracking``, imported where a function needs it: mlflow is slow to import, and
+    Hydra unpickles this module into every worker, most of which never track anything."""
+    from segloss import tracking
 
-class _Lazy:
-    """``segloss.tracking`` (mlflow) imported on first use: a job process that only finds its
-    model up to date never pays for it (Hydra unpickles this module into every worker)."""
-
-    def __getattr__(self, name: str) -> Any:
-        from segloss import tracking as module
-
-        return getattr(module, name)
-
-
-tracking = _Lazy()
+    return tracking
 
 
 class MlflowSweepCallback(Callback):
@@ -75,6 +69,7 @@ class MlflowSweepCallback(Callback):
             sys.exit(1)
 
     def _start(self, config: DictConfig) -> None:
+        tracking = _tracking()
         from segloss.sweep.tracked import preflight  # torch and mlflow: only once started
 
         jobs = job_configs(config)
@@ -145,6 +140,7 @@ class MlflowSweepCallback(Callback):
 def _log_sweep_definition(uri: str, run_id: str, config: DictConfig) -> None:
     """The parent run's ``sweep.yaml``: the swept values, the command-line overrides and
     every job's overrides, in launch order."""
+    tracking = _tracking()
     definition = {
         "entry_point": ENTRY_POINT,
         "sweeper_params": OmegaConf.to_container(config.hydra.sweeper.get("params") or {}),
@@ -163,6 +159,7 @@ def end_sweep(uri: str, run_id: str, *, completed: bool, signal_name: str | None
 
     After a signal, every RUNNING child and the parent end KILLED with the signal as reason.
     """
+    tracking = _tracking()
     if signal_name:
         reason = f"sweep interrupted by {signal_name}"
         tracking.end_running_children(uri, run_id, tracking.KILLED, reason)

@@ -24,7 +24,7 @@ from segloss import tracking, training
 from segloss.data.prepared import fold_splits
 from segloss.fingerprint import factor_level, fold_of
 from segloss.losses import loss_variant
-from segloss.sweep.callback import ENTRY_POINT
+from segloss.sweep.worker import ENTRY_POINT
 from segloss.training import Job, Trained
 from segloss.training.job import Progress
 from segloss.training.loop import EpochRow

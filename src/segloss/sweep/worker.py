@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from segloss import processes
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+ENTRY_POINT = "pipelines/train.py"  # the runs' source (the MLflow UI's Source column)
 # "<pid>:<start time>:<host>" of the launching process, for jobs in other processes
 LAUNCHER_ENV = "SEGLOSS_SWEEP_LAUNCHER"
 

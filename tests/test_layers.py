@@ -1,0 +1,94 @@
+"""The import graph of src/segloss (docs/architecture.md): no circle, and no ground-floor
+module importing from a floor above it. Read from the source with ``ast`` (every import
+statement, in functions too), so a circle fails here before it fails at import time."""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+# docs/architecture.md's floors: what the ground floor must never import
+UPPER = ("segloss.training", "segloss.evaluation", "segloss.report", "segloss.sweep", "segloss.cli")
+GROUND = (
+    "segloss.config",
+    "segloss.data",
+    "segloss.losses",
+    "segloss.models",
+    "segloss.metrics",
+    "segloss.calibration",
+    "segloss.scoring",
+    "segloss.stacks",
+    "segloss.stats",
+    "segloss.tracking",
+    "segloss.fingerprint",
+    "segloss.processes",
+    "segloss.io",
+    "segloss.errors",
+)
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module(p): p for p in (SRC / "segloss").rglob("*.py")}
+
+
+def _imported(name: str) -> set[str]:
+    """The segloss modules ``name`` imports (a name from a package counts as the package,
+    unless it is a submodule)."""
+    path = MODULES[name]
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            names = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names
+            ]
+        else:
+            continue
+        for target in names:  # "from pkg import name": the submodule, else the package
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target.startswith("segloss") and target != name:
+                found.add(target)
+    return found
+
+
+GRAPH = {name: _imported(name) for name in MODULES}
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_the_graph_sees_known_imports():
+    assert "segloss.stacks" in GRAPH["segloss.scoring"]
+    assert "segloss.errors" in GRAPH["segloss.data.folder"]
+    assert "segloss.tracking" in GRAPH["segloss.sweep.callback"]  # an import inside a function
+
+
+def test_no_import_circle_in_segloss():
+    try:
+        graphlib.TopologicalSorter(GRAPH).prepare()
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import circle: {' -> '.join(exc.args[1])}")
+
+
+def test_the_ground_floor_imports_nothing_above_it():
+    upward = {
+        name: sorted(t for t in targets if _within(t, UPPER))
+        for name, targets in GRAPH.items()
+        if _within(name, GROUND)
+    }
+    assert {name: found for name, found in upward.items() if found} == {}
