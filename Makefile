@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint bench ui clean
+.PHONY: run test test-fast lint bench ui clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -28,6 +28,10 @@ run: $(VENV)/.installed  ## build the default data, train the sweep, evaluate, r
 test: $(VENV)/.installed-dev  ## lint and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n auto --dist loadgroup
+
+# The inner loop: everything but the end-to-end tests marked slow (CI runs `make test`).
+test-fast: $(VENV)/.installed-dev  ## the suite without the slow end-to-end tests
+	$(BIN)/pytest -n auto --dist loadgroup -m "not slow"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
