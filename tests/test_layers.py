@@ -12,7 +12,14 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # docs/architecture.md's floors: what the ground floor must never import
-UPPER = ("segloss.training", "segloss.evaluation", "segloss.report", "segloss.sweep", "segloss.cli")
+UPPER = (
+    "segloss.training",
+    "segloss.evaluation",
+    "segloss.report",
+    "segloss.sweep",
+    "segloss.cli",
+    "segloss.hydra_private",
+)
 GROUND = (
     "segloss.config",
     "segloss.data",

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from segloss import config
+from segloss import config, hydra_private
 from segloss.data.folds import register_resolver
 from segloss.errors import SeglossError
 
@@ -54,33 +54,23 @@ def _composition_errors() -> tuple[type[BaseException], ...]:
     return ConfigCompositionException, MissingConfigException, OverrideParseException
 
 
-def _report_composition_errors() -> None:
-    """Wrap Hydra's ``run_and_report`` (what ``@hydra.main`` runs composition and the job in)
-    so that a composition error is one ``error:`` line and exit status 2;
-    ``HYDRA_FULL_ERROR=1`` keeps Hydra's own report. Anything else: Hydra's, unchanged."""
-    from hydra._internal import utils
+def _one_line_composition_errors(func: Callable[[], T]) -> Callable[[], T]:
+    """``func`` with a Hydra composition error as one ``error:`` line and exit status 2
+    (``HYDRA_FULL_ERROR=1`` keeps Hydra's own report; anything else: Hydra's, unchanged)."""
 
-    original = utils.run_and_report
-    if getattr(original, "segloss", False):
-        return
+    def guarded() -> T:
+        try:
+            return func()
+        except _composition_errors() as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            sys.exit(2)
 
-    def run_and_report(func: Any) -> Any:
-        def guarded() -> Any:
-            try:
-                return func()
-            except _composition_errors() as exc:
-                if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                    raise
-                print(f"error: {one_line(exc)}", file=sys.stderr)
-                sys.exit(2)
-
-        return original(guarded)
-
-    run_and_report.segloss = True
-    utils.run_and_report = run_and_report
+    return guarded
 
 
-_report_composition_errors()
+hydra_private.wrap_run_and_report(_one_line_composition_errors)
 
 
 def one_line_errors(fn: Callable[..., T]) -> Callable[..., T]:

@@ -13,7 +13,7 @@ from typing import Any
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from segloss import processes
+from segloss import hydra_private, processes
 from segloss.errors import ConfigError
 from segloss.fingerprint import output_dir
 
@@ -38,14 +38,13 @@ def _one_line(exc: BaseException) -> str:
 def job_overrides(config: DictConfig) -> list[list[str]]:
     """Every job's overrides, as Hydra's basic sweeper expands them (``hydra.sweeper.params``
     first, the command line after, the cartesian product of the swept values)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     params += list(config.hydra.overrides.task)
     loader = GlobalHydra.instance().config_loader()
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(params)
-    return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+    return hydra_private.split_sweep(parsed)
 
 
 def job_configs(config: DictConfig) -> list[dict[str, Any]]:
