@@ -29,9 +29,9 @@ def interruptible_job() -> Iterator[None]:
     progress ends KILLED), and a job in another process on the launcher's host gets that
     SIGTERM once the launching process is gone.
 
-    For the whole job, not only its run: submitit's job process otherwise ignores SIGTERM
-    ("Bypassing signal SIGTERM"), so a launcher that died while its jobs were still starting
-    (imports, data) left them training on, orphaned.
+    It covers the whole job, not only its run, because submitit's job process otherwise
+    ignores SIGTERM ("Bypassing signal SIGTERM"): a job still starting (imports, data) when its
+    launcher dies must end too.
     """
     with processes.sigterm_as_interrupt():
         _watch_launcher()  # after the handler: its SIGTERM must never find submitit's
