@@ -185,31 +185,35 @@ def _fit_and_save(
         if progress is not None:
             progress(row["epoch"], t["epochs"], row)
 
-    history, best_state, best_epoch, best_dice = fit(
+    fitted = fit(
         model, parts.loss_fn, parts.data, t, parts.generator, job.label, on_epoch,
         show_bar=progress is None,
     )  # fmt: skip
-    write_csv(pd.DataFrame(history, columns=HISTORY_COLUMNS), job.out / "history.csv")
-    seconds = time.perf_counter() - started
-    model.load_state_dict(best_state)
+    write_csv(pd.DataFrame(fitted.history, columns=HISTORY_COLUMNS), job.out / "history.csv")
+    model.load_state_dict(fitted.best_state)
     trained = Trained(
-        model.cpu().eval(), input_example(parts.data.x_val), history, job.out / "history.csv",
-        best_epoch, best_dice, seconds,
-    )  # fmt: skip
+        model=model.cpu().eval(),
+        example=input_example(parts.data.x_val),
+        history=fitted.history,
+        history_path=job.out / "history.csv",
+        best_epoch=fitted.best_epoch,
+        best_val_dice=fitted.best_dice,
+        seconds=time.perf_counter() - started,
+    )
     runs = recorder.trained(trained)
     summary = {
         "config": dict(cfg),
         # with cross-validation, ``splits`` are this fold's train/val/test patients
         "data": {k: job.meta.get(k) for k in DATA_KEYS}
         | {"splits": fold_splits(job.meta, job.fold), "fold": job.fold},
-        "best_epoch": best_epoch,
-        "best_val_dice": best_dice,
+        "best_epoch": fitted.best_epoch,
+        "best_val_dice": fitted.best_dice,
         "fingerprint": job.fingerprint,
         "fingerprint_hash": job.fingerprint_hash,
     }
     # model.pt last: it marks the (loss, seed) done, so a job killed anywhere before this
     # rename leaves no model.pt and is retrained, never reused.
-    save_checkpoint(job.out / "model.pt", best_state, summary, runs)
+    save_checkpoint(job.out / "model.pt", fitted.best_state, summary, runs)
     return trained, runs
 
 

@@ -10,6 +10,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,16 @@ def run_epoch(
     }
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """What :func:`fit` returns: the history rows and the best validated epoch's weights."""
+
+    history: list[EpochRow]
+    best_state: dict[str, torch.Tensor]  # on the CPU
+    best_epoch: int
+    best_dice: float
+
+
 def fit(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -117,13 +128,12 @@ def fit(
     label: str,
     on_epoch: Callable[[EpochRow], None],
     show_bar: bool = True,
-) -> tuple[list[EpochRow], dict[str, torch.Tensor], int, float]:
+) -> Fitted:
     """The epoch loop with validation every ``val_every`` epochs and after the last, best-Dice
     weights and early stopping (``patience`` counts epochs, validated or not).
 
     ``on_epoch(row)`` is told after every epoch. Without ``show_bar`` (a sweep's display
     shows progress) each epoch is logged as one line instead of drawing a progress bar.
-    Returns the history rows, the best state dict (on the CPU), its epoch and its Dice.
     """
     steps = train_steps(epoch_samples(len(data.x_train), t), t["batch_size"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
@@ -152,4 +162,4 @@ def fit(
         elif t["patience"] and epoch - best_epoch >= t["patience"]:
             log.info("%s: early stop at epoch %d", label, epoch)
             break
-    return history, best_state, best_epoch, best_dice
+    return Fitted(history, best_state, best_epoch, best_dice)
