@@ -182,14 +182,14 @@ def _verdict(
     """The verdict with its headline sentence."""
     frames = {"per_image": data.per_image, "per_patient": data.per_patient}
     verdict = build_verdict(frames | {"per_model": data.per_model}, settings)
-    verdict["headline"] = wording.headline(
+    headline = wording.headline(
         verdict,
         str(meta.get("source", "unknown")),
         tables.training_regime(data.learning_curves),
         data.per_model.groupby("loss")["seed"].nunique().to_dict(),
         float(settings["collapse_dice"]),
     )
-    return verdict
+    return verdict | {"headline": headline}
 
 
 def _write(

@@ -193,24 +193,22 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
     def with_sensitivity(loss: str, name: str) -> dict[str, Any]:
         result = compare(loss, name)
         drop = sorted(set(collapsed[baseline]) | set(collapsed[loss]))
-        result["collapsed_seeds"] = {k: len(v) for k, v in collapsed.items()}
-        result["without_collapsed"] = None
+        without = None
         if drop and set(result["per_seed_differences"]) - set(drop):
-            result["without_collapsed"] = compare(loss, name, drop=drop) | {"dropped_seeds": drop}
-        return result
+            without = compare(loss, name, drop=drop) | {"dropped_seeds": drop}
+        counts = {k: len(v) for k, v in collapsed.items()}
+        return result | {"collapsed_seeds": counts, "without_collapsed": without}
 
     has_primary = baseline in losses and candidate in losses and candidate != baseline
     others = [loss for loss in losses if loss != baseline] if baseline in losses else []
-    comparisons = [
+    secondary = [
         with_sensitivity(loss, name)
         for loss in others
         for name in specs
         if (loss, name) != (candidate, metric)
     ]
-    for result, adjusted in zip(
-        comparisons, holm([c["p_value"] for c in comparisons]), strict=True
-    ):
-        result["p_holm"] = adjusted
+    adjusted = holm([c["p_value"] for c in secondary])
+    comparisons = [c | {"p_holm": q} for c, q in zip(secondary, adjusted, strict=True)]
 
     score_table = patient_scores(*PATIENT_METRICS[metric][:2], tables)
     level = 1 - float(settings["alpha"])
@@ -229,7 +227,7 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
     if has_primary:
         primary = with_sensitivity(candidate, metric)
         if metric == "dice_per_patient":
-            primary["at_best_threshold"] = compare(candidate, "dice_at_best", AT_BEST)
+            primary = primary | {"at_best_threshold": compare(candidate, "dice_at_best", AT_BEST)}
         verdict = primary | extra
     else:
         verdict = _without_primary(tables, settings, losses, collapsed, variants) | extra
