@@ -217,11 +217,14 @@ def test_a_sweep_over_a_missing_fold_fails_before_any_job(repo_root, tmp_path):
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.parametrize("tracked", [True, False], ids=["mlflow", "tracking=none"])
 def test_parallel_sweep_shows_one_display_and_logs_epochs_per_job(
-    repo_root, tiny_prepared, tmp_path
+    repo_root, tiny_prepared, tmp_path, tracked
 ):
     """joblib: no per-job progress bars on the terminal (they interleaved), one sweep-level
-    display (models done of total, elapsed, ETA); each job's epochs go to its own log."""
+    display (models done of total, elapsed, ETA), tracked or not; each job's epochs go to
+    its own log."""
+    tracking = ("tracking.log_model=false",) if tracked else ("tracking=none", "tracking.uri=null")
     proc = run_train(
         repo_root,
         tmp_path,
@@ -232,7 +235,7 @@ def test_parallel_sweep_shows_one_display_and_logs_epochs_per_job(
         "loss=bce,dice",
         "seed=0",
         "train.epochs=2",
-        "tracking.log_model=false",
+        *tracking,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr

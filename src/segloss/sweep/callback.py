@@ -69,27 +69,39 @@ class MlflowSweepCallback(Callback):
             sys.exit(1)
 
     def _start(self, config: DictConfig) -> None:
-        tracking = _tracking()
         from segloss.sweep.tracked import preflight  # torch and mlflow: only once started
 
         jobs = job_configs(config)
         preflight(*jobs)  # every job's settings and fold, before any job starts
         plain = plain_config(config)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self._end, completed=False)
+        tracked = plain["tracking"]["uri"]
+        if _tracking().enabled(tracked):  # tracking=none: no parent run, jobs run untracked
+            self._start_parent(config, plain, sweep_dir, len(jobs))
+        if "BasicLauncher" not in str(config.hydra.launcher.get("_target_", "")):
+            # parallel jobs: one display here instead of one progress bar per job
+            self._progress = SweepProgress(sweep_dir / "progress", len(jobs))
+            os.environ[PROGRESS_ENV] = str(self._progress.folder)
+            self._progress.start()
+        if self.prune:
+            prune_models(jobs)
+
+    def _start_parent(
+        self, config: DictConfig, plain: dict[str, Any], sweep_dir: Path, n_jobs: int
+    ) -> None:
+        """The sweep's MLflow parent run (one per sweep folder), its signal handling and the
+        launcher identity its jobs watch."""
+        tracking = _tracking()
         uri, experiment = plain["tracking"]["uri"], plain["tracking"]["experiment"]
-        if not tracking.enabled(uri):  # tracking=none: no parent run, jobs run untracked
-            if self.prune:
-                prune_models(jobs)
-            return
         ended = tracking.end_stale_runs(uri, experiment)
         if ended:
             log.info("ended %d run(s) of dead processes as KILLED", len(ended))
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         self._signals.enter_context(processes.sigterm_as_interrupt((signal.SIGTERM, signal.SIGINT)))
-        atexit.register(self._end, completed=False)
         params = {f"sweep.{k}": v for k, v in (config.hydra.sweeper.get("params") or {}).items()}
         params["overrides"] = " ".join(config.hydra.overrides.task)
-        params["jobs"] = len(jobs)
+        params["jobs"] = n_jobs
         with filelock.FileLock(str(sweep_dir / ".lock"), timeout=60):
             parent_file = sweep_dir / PARENT_RUN_FILE
             other = parent_file.read_text().strip() if parent_file.is_file() else ""
@@ -114,13 +126,6 @@ class MlflowSweepCallback(Callback):
         _log_sweep_definition(uri, run_id, config)
         host, pid, started = processes.identity()
         os.environ[LAUNCHER_ENV] = f"{pid}:{started}:{host}"
-        if "BasicLauncher" not in str(config.hydra.launcher.get("_target_", "")):
-            # parallel jobs: one display here instead of one progress bar per job
-            self._progress = SweepProgress(sweep_dir / "progress", len(jobs))
-            os.environ[PROGRESS_ENV] = str(self._progress.folder)
-            self._progress.start()
-        if self.prune:
-            prune_models(jobs)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._end(completed=True)
