@@ -99,3 +99,17 @@ def test_the_ground_floor_imports_nothing_above_it():
         if _within(name, GROUND)
     }
     assert {name: found for name, found in upward.items() if found} == {}
+
+
+def test_tracking_sits_at_the_bottom():
+    """segloss.tracking (the one package importing mlflow) takes tables and paths it is
+    given; of segloss it imports only itself, the errors and the process checks (whether a
+    run's process is alive)."""
+    found = {
+        target
+        for name, targets in GRAPH.items()
+        if _within(name, ("segloss.tracking",))
+        for target in targets
+        if not _within(target, ("segloss.tracking", "segloss.errors", "segloss.processes"))
+    }
+    assert found == set()

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from segloss import tracking, training
-from segloss.data.prepared import fold_splits
+from segloss.data.prepared import fold_splits, load_manifest
 from segloss.fingerprint import factor_level, fold_of
 from segloss.losses import loss_variant
 from segloss.sweep.worker import ENTRY_POINT
@@ -57,8 +57,9 @@ class JobRun:
         self.job, self.run, self.parent_run_id = job, run, parent_run_id
         fold = (job.cfg.get("cv") or {}).get("fold")
         prepared = job.cfg["paths"]["prepared"]
+        manifest = load_manifest(prepared)
         self.splits = [
-            tracking.split_dataset(prepared, job.meta, split, patients, fold)
+            tracking.split_dataset(manifest, prepared, job.meta, split, patients, fold)
             for split, patients in split_patients(job.cfg, job.meta).items()
         ]
         # the run's inputs: what it trains and validates on (evaluation adds the test set)

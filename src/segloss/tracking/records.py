@@ -20,7 +20,6 @@ from mlflow.types.schema import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from torch import nn
 
-from segloss.data.prepared import load_manifest
 from segloss.tracking.store import retry_locked, store_client
 
 MODEL_PIP_REQUIREMENTS = ["torch", "segmentation-models-pytorch"]
@@ -65,15 +64,17 @@ class Dataset:
 
 
 def split_dataset(
+    manifest: pd.DataFrame,
     prepared: str | os.PathLike,
     meta: Mapping[str, Any],
     split: str,
     patients: list[str],
     fold: int | None = None,
 ) -> Dataset:
-    """One split as an MLflow data set: its slices (patient, slice, tumour_pixels) from
-    ``manifest.csv``, the prepared data's hash as digest, the prepared folder as source."""
-    rows = load_manifest(prepared).query("patient in @patients")
+    """One split as an MLflow data set: its slices (patient, slice, tumour_pixels) from the
+    prepared folder's ``manifest``, the data's hash as digest, the ``prepared`` folder as
+    source."""
+    rows = manifest.query("patient in @patients")
     table = (
         rows[["patient", "slice", "tumour_pixels"]]
         .drop_duplicates(["patient", "slice"])
