@@ -113,3 +113,13 @@ def test_tracking_sits_at_the_bottom():
         if not _within(target, ("segloss.tracking", "segloss.errors", "segloss.processes"))
     }
     assert found == set()
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """``from segloss.x import _name`` across modules: a private name used as public."""
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segloss"):
+                found += [f"{name}: {a.name}" for a in node.names if a.name.startswith("_")]
+    assert found == []

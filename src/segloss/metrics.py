@@ -114,7 +114,7 @@ def iou_from_counts(tp: Any, fp: Any, fn: Any, *, empty: str = "reloaded") -> np
     return _empty_target_nan(_ratio(tp, tp + np.asarray(fp) + fn, 1.0), tp, fn, empty)
 
 
-def _surface_distances(
+def surface_distances(
     p: np.ndarray, t: np.ndarray, spacing: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances pred border -> nearest target border and back, for two non-empty masks.
@@ -146,7 +146,7 @@ def _hd95_nsd(
     hd95 = np.where(p_any | t_any, diagonal, 0.0)
     nsd = np.where(p_any | t_any, 0.0, 1.0)
     for i in np.flatnonzero(p_any & t_any):
-        d_pt, d_tp = _surface_distances(p[i], t[i], spacing)
+        d_pt, d_tp = surface_distances(p[i], t[i], spacing)
         hd95[i] = max(np.percentile(d_pt, 95), np.percentile(d_tp, 95))
         nsd[i] = (np.count_nonzero(d_pt <= tolerance) + np.count_nonzero(d_tp <= tolerance)) / (
             d_pt.size + d_tp.size

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from segloss import stacks
-from segloss.metrics import _surface_distances
+from segloss.metrics import surface_distances
 
 # Summary metrics of one model on the test split (the evaluate stage's ``per_model.csv`` and
 # ``summary.json``, named with their unit by :func:`summary_metrics`); the report and the
@@ -143,7 +143,7 @@ def volume_surface(
     to_t, to_p = [], []
     for i in np.flatnonzero(p_any | t_any):
         if p_any[i] and t_any[i]:
-            d_pt, d_tp = _surface_distances(pred[i], target[i], spacing)
+            d_pt, d_tp = surface_distances(pred[i], target[i], spacing)
         elif p_any[i]:  # target empty here: to the target's border on the nearest slice
             d_pt, d_tp = _to_nearest_slice(pred, target, t_any, i, spacing), np.empty(0)
         else:  # prediction empty here (a missed slice): to the nearest predicted border
