@@ -102,6 +102,27 @@ def fold_of(cfg: Mapping[str, Any]) -> int | None:
     return None if fold is None else int(fold)
 
 
+def factor_setting(key: str) -> str:
+    """The setting a second factor's key names, which is also its column in every table:
+    ``train.sampling`` -> ``sampling``."""
+    return key.rsplit(".", 1)[-1]
+
+
+def level_folder(setting: str, value: str) -> str:
+    """The folder of one level's models under ``paths.models``: ``sampling_uniform``."""
+    return f"{setting}_{value}"
+
+
+def level_of(setting: str, folder: str) -> str:
+    """The level a :func:`level_folder` name holds."""
+    return folder.removeprefix(f"{setting}_")
+
+
+def level_prefix(value: str | None) -> str:
+    """What a level's prediction files start with: ``uniform_`` (nothing without a factor)."""
+    return "" if value is None else f"{value}_"
+
+
 def factor_level(cfg: Mapping[str, Any]) -> tuple[str, str] | None:
     """The job's level of the sweep's second factor (config ``factor``, e.g. ``train.sampling``)
     as ``(setting, value)``: ``("sampling", "uniform")``; None without a second factor."""
@@ -110,7 +131,7 @@ def factor_level(cfg: Mapping[str, Any]) -> tuple[str, str] | None:
         return None
     group, setting = key.split(".")
     value = cfg[group][setting]
-    return setting, str(value).lower() if isinstance(value, bool) else str(value)
+    return factor_setting(key), str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def factor_columns(columns: Iterable[str]) -> list[str]:
@@ -125,7 +146,7 @@ def output_dir(cfg: Mapping[str, Any]) -> Path:
     ``<paths.models>/<setting>_<value>/`` with a second factor (:func:`factor_level`)."""
     out = Path(cfg["paths"]["models"])
     if (level := factor_level(cfg)) is not None:
-        out /= "_".join(level)
+        out /= level_folder(*level)
     out = out / cfg["loss"]["name"] / f"seed{cfg['seed']}"
     fold = fold_of(cfg)
     return out if fold is None else out / f"fold{fold}"

@@ -18,6 +18,7 @@ import torch
 
 from segloss.data.prepared import fold_splits
 from segloss.errors import SeglossError
+from segloss.fingerprint import level_folder, level_of, level_prefix
 from segloss.models import load_checkpoint
 
 _SEED_DIR = re.compile(r"seed(\d+)")
@@ -37,7 +38,7 @@ class Checkpoint:
     @property
     def name(self) -> str:
         name = f"{self.loss}_seed{self.seed}" + ("" if self.fold is None else f"_fold{self.fold}")
-        return name if self.level is None else f"{self.level}_{name}"
+        return level_prefix(self.level) + name
 
 
 def find_checkpoints(
@@ -48,13 +49,13 @@ def find_checkpoints(
     ``factor``), sorted; none at all is an error."""
     root = Path(models_dir)
     found = []
-    pattern = ("" if factor is None else f"{factor}_*/") + (
+    pattern = ("" if factor is None else f"{level_folder(factor, '*')}/") + (
         "*/seed*/fold*/model.pt" if folds else "*/seed*/model.pt"
     )
     for path in sorted(root.glob(pattern)):
         seed_dir = path.parent.parent if folds else path.parent
         seed, fold = _SEED_DIR.fullmatch(seed_dir.name), _FOLD_DIR.fullmatch(path.parent.name)
-        level = None if factor is None else seed_dir.parent.parent.name[len(factor) + 1 :]
+        level = None if factor is None else level_of(factor, seed_dir.parent.parent.name)
         if seed and (fold or not folds):
             found.append(
                 Checkpoint(
@@ -66,7 +67,7 @@ def find_checkpoints(
                 )
             )
     if not found:
-        where = f"{root}/" + ("" if factor is None else f"{factor}_<value>/")
+        where = f"{root}/" + ("" if factor is None else f"{level_folder(factor, '<value>')}/")
         where += "<loss>/seed<k>/" + ("fold<f>/" if folds else "")
         raise SeglossError(
             f"no trained models in {root}/ (expected {where}model.pt): "

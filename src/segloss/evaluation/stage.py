@@ -24,6 +24,7 @@ from segloss.evaluation.outputs import join_tables, save_predictions, write_tabl
 from segloss.evaluation.settings import EvalSettings
 from segloss.evaluation.summary import summary_row
 from segloss.evaluation.tables import model_tables
+from segloss.fingerprint import factor_setting
 from segloss.io import atomic_path
 from segloss.losses import loss_variant
 from segloss.models import resolve_device
@@ -119,7 +120,7 @@ def score_models(
     levels' models are found under ``<setting>_<value>/`` and every table gets a column named
     by the setting (``sampling``).
     """
-    setting = None if factor is None else factor.rsplit(".", 1)[-1]
+    setting = None if factor is None else factor_setting(factor)
     settings = EvalSettings.from_mapping(eval_cfg)
     meta = load_meta(prepared_dir)
     units = scoring.units(meta, settings.nsd_tolerance)

@@ -25,7 +25,7 @@ from segloss.calibration import pool_calibration
 from segloss.data import card
 from segloss.data.prepared import PreparedSplit, load_meta, load_tested
 from segloss.errors import SeglossError
-from segloss.fingerprint import factor_columns
+from segloss.fingerprint import factor_columns, level_prefix
 from segloss.io import atomic_path, write_json, write_text
 from segloss.report import factorial, figures, sections, tables, wording
 from segloss.report.factorial import Factor
@@ -251,7 +251,7 @@ def build_report(
     shown = data.labelled()  # figures and tables name each loss with its variant
     terciles = tables.size_terciles(shown.per_image)
     count = int(settings["overlay_count"])
-    prefix = "" if factor is None else f"{factor.reference}_"
+    prefix = level_prefix(None if factor is None else factor.reference)
     overlays = partial(_overlays, data, test, native, prepared_dir, predictions_dir, count, prefix)
     fixed = float(data.per_model["threshold"].iloc[0])
     fields = {

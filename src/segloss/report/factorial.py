@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from segloss.errors import SeglossError
+from segloss.fingerprint import factor_setting
 from segloss.report import figures
 from segloss.report.render import Block, Heading, Image, Table, Text
 from segloss.report.tables import Tables, loss_label, loss_variants
@@ -36,7 +37,7 @@ class Factor:
     @property
     def column(self) -> str:
         """Its column in the evaluation tables: the setting's name (``sampling``)."""
-        return self.key.rsplit(".", 1)[-1]
+        return factor_setting(self.key)
 
 
 def arms(per_model: pd.DataFrame, factor: Factor, path: Path) -> list[str]:
