@@ -10,7 +10,7 @@ validation-best threshold.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -54,15 +54,26 @@ AGREEMENT_METRICS = (
 REAL_SOURCES = ("lgg", "kaggle", "tcga", "folder")
 
 
+HIGHER_IS_BETTER = {name: up for name, _, up in METRICS}
+
+
+def with_unit(base: str, columns: Iterable[str]) -> str | None:
+    """The column of ``columns`` that is metric ``base`` named with its distance unit
+    (``hd95_px``, ``nsd_2mm``), else ``base`` itself; None where neither is there."""
+    columns = list(columns)
+    named = [c for c in columns if re.fullmatch(rf"{base}_[\d.]*(mm|px)", c)]
+    return named[0] if named else (base if base in columns else None)
+
+
 def patient_metrics(tables: Mapping[str, pd.DataFrame]) -> dict[str, tuple[str, str, bool]]:
     """:data:`PATIENT_METRICS` with HD95 and NSD as ``per_patient``'s volume columns named with
     their unit (``hd95_mm``/``hd95_px``, ``nsd_2mm``/``nsd_2px``) where the tables have them."""
     specs = dict(PATIENT_METRICS)
     for base in ("hd95", "nsd"):
-        named = [c for c in tables["per_patient"] if re.fullmatch(rf"{base}_[\d.]*(mm|px)", c)]
-        if named:
+        named = with_unit(base, tables["per_patient"])
+        if named not in (None, base):
             del specs[base]
-            specs[named[0]] = (named[0], "per_patient", base != "hd95")
+            specs[named] = (named, "per_patient", base != "hd95")
     return specs
 
 
@@ -106,9 +117,8 @@ def agreement(per_model: pd.DataFrame) -> list[dict[str, Any]]:
     every ranked model saw every fold's patients."""
     columns = {}
     for name in AGREEMENT_METRICS:
-        found = [c for c in per_model if c == name or re.fullmatch(rf"{name}_[\d.]*(mm|px)", c)]
-        if found:
-            columns[found[0]] = dict((m, up) for m, _, up in METRICS)[name]
+        if (found := with_unit(name, per_model)) is not None:
+            columns[found] = HIGHER_IS_BETTER[name]
     models = per_model.groupby(["loss", "seed"], sort=False)[list(columns)].mean()
     return metric_agreement(models, columns)
 
