@@ -13,10 +13,12 @@ from scipy import stats as scipy_stats
 from segloss.report.verdict import agreement, collapse_rates
 from segloss.stats import (
     clopper_pearson,
+    crossed_verdict,
     discordant_share,
     fisher_test,
     interaction,
     metric_agreement,
+    paired_comparison,
     superiority,
 )
 
@@ -192,3 +194,19 @@ def test_agreement_ranks_losses_and_seeds_with_folds_averaged():
     (row,) = agreement(per_model)
     assert (row["metric_a"], row["metric_b"]) == ("dice_per_patient", "hd95_px")
     assert row["kendall_tau"] == pytest.approx(1.0) and row["discordant_share"] == 0.0
+
+
+def test_crossed_verdict_is_paired_comparisons_interval_alone():
+    rng = np.random.default_rng(3)
+    rows = [
+        (loss, seed, f"p{p}", 0.5 + 0.05 * (loss == "b") + rng.normal(0, 0.1))
+        for loss in ("a", "b")
+        for seed in range(3)
+        for p in range(12)
+    ]
+    scores = pd.DataFrame(rows, columns=["loss", "seed", "patient", "value"])
+    args = {"higher_is_better": True, "alpha": 0.05, "margin": 0.02}
+    full = paired_comparison(scores, "a", "b", metric="m", seed=0, **args)
+    alone = crossed_verdict(scores, "a", "b", **args)
+    assert alone == {k: full[k] for k in alone}
+    assert set(alone) == {"mean_difference", "ci", "ci_level", "ci_method", "margin", "verdict"}

@@ -17,6 +17,7 @@ import pandas as pd
 
 from segloss.report.tables import METRICS, loss_variants
 from segloss.stats import (
+    crossed_verdict,
     fisher_test,
     friedman,
     holm,
@@ -155,15 +156,13 @@ def metric_verdicts(
         for name, (column, source, higher) in scored.items():
             frames = tables | tumour if name == "dice_tumour_slices" else tables
             margin = margins.get(name, settings["margin"])
-            r = paired_comparison(
+            r = crossed_verdict(
                 patient_scores(column, source, frames),
                 settings["baseline"],
                 loss,
-                metric=name,
                 higher_is_better=higher,
                 alpha=float(settings["alpha"]),
                 margin=float(margin),
-                seed=int(settings["seed"]),
             )
             out.setdefault(loss, {})[name] = {
                 k: r[k] for k in ("mean_difference", "ci", "margin", "verdict")

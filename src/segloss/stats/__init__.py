@@ -31,6 +31,7 @@ from segloss.stats.agreement import discordant_share, metric_agreement
 from segloss.stats.comparison import (
     VERDICTS,
     complete,
+    crossed_verdict,
     decide,
     friedman,
     interaction,
@@ -60,6 +61,7 @@ __all__ = [
     "clopper_pearson",
     "complete",
     "crossed_interval",
+    "crossed_verdict",
     "decide",
     "design_needed",
     "discordant_share",

@@ -94,6 +94,24 @@ def _paired_tables(
     return base, cand, diff
 
 
+def crossed_verdict(
+    scores: pd.DataFrame,
+    baseline: str,
+    candidate: str,
+    *,
+    higher_is_better: bool = True,
+    alpha: float,
+    margin: float,
+) -> dict[str, Any]:
+    """The crossed interval and verdict of :func:`paired_comparison` alone (no tests, power or
+    superiority): ``mean_difference``, ``ci``, ``ci_level``, ``ci_method``, ``margin``,
+    ``verdict``."""
+    _, _, diff = _paired_tables(scores, baseline, candidate, ())
+    folds = diff.index.get_level_values("fold")
+    mean, low, high, _ = crossed_interval(diff.to_numpy(), folds, 1 - alpha)
+    return {"mean_difference": _clean(mean), **_decided(low, high, alpha, margin, higher_is_better)}
+
+
 def paired_comparison(
     scores: pd.DataFrame,
     baseline: str,
