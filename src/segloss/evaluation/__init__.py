@@ -17,8 +17,9 @@ tables), ``summary`` (summary metrics, out of fold, ``summary.json``), ``outputs
 
 Outputs (docs/architecture.md, "Evaluation outputs"), each written atomically:
 
-* ``predictions/<loss>_seed<k>[_fold<f>].npz``: native ``masks`` bool (N,H0,W0), ``patient``,
-  ``slice``
+* ``predictions/<loss>_seed<k>[_fold<f>].npz``: the native masks (``masks`` bool (N,H0,W0), or
+  ``bits`` and ``sizes`` where the images differ in size: :func:`segloss.stacks.from_npz`),
+  ``patient``, ``slice``
 * ``<metrics>/per_image.csv``: ``loss,seed,fold,patient,slice`` + every ``per_image`` column
   (counts at native resolution; ``hd95_<unit>``, ``nsd_<tol><unit>`` per slice)
 * ``<metrics>/per_patient.csv``: ``loss,seed,fold`` + every ``per_patient`` column, the
