@@ -14,6 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from segloss.cli import one_line_errors, print_config
+from segloss.data.prepared import load_manifest
 from segloss.evaluation import Evaluation, score_models, write_outputs
 
 
@@ -28,6 +29,7 @@ def log_test_metrics(uri: str | None, evaluation: Evaluation, prepared_dir: str)
 
     if not tracking.enabled(uri):
         return
+    manifest = load_manifest(prepared_dir)
     for result in evaluation.models:
         run_id, data = result.state.get("mlflow_run_id"), result.state.get("data") or {}
         if not run_id:
@@ -38,8 +40,9 @@ def log_test_metrics(uri: str | None, evaluation: Evaluation, prepared_dir: str)
             )
             continue
         splits = data.get("splits") or evaluation.meta.get("splits") or {}
+        test = list(splits.get("test", []))
         dataset = tracking.split_dataset(
-            prepared_dir, evaluation.meta, "test", list(splits.get("test", [])), data.get("fold")
+            manifest, prepared_dir, evaluation.meta, "test", test, data.get("fold")
         )
         tracking.log_datasets(uri, run_id, [dataset])
         model_id = result.state.get("mlflow_model_id") or tracking.logged_model_id(uri, run_id)
