@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from segloss import metrics, stacks
+from segloss.data import folder as folder_reader
 from segloss.data.preparation import prepare
 from segloss.data.prepared import load_manifest, load_meta, load_native, load_tested
 from segloss.errors import ConfigError, DataError
@@ -340,3 +341,14 @@ def test_folder_of_three_sizes_runs_every_stage(tmp_path: Path):
     assert verdict["metric"] == "dice_per_patient" and verdict["verdict"] is not None
     html = (out / "reports" / "report.html").read_text()
     assert "binary masks of set" in html
+
+
+def test_palette_mask_reads_its_indices_not_its_colours(tmp_path: Path):
+    """A VOC-style palette mask (index 1 drawn red) is binary by its indices."""
+    indices = np.zeros((6, 8), np.uint8)
+    indices[2:4, 3:6] = 1
+    mask = Image.fromarray(indices, mode="P")
+    mask.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)
+    mask.save(tmp_path / "m.png")
+    read = folder_reader.read_mask(tmp_path / "m.png", (6, 8), None)
+    np.testing.assert_array_equal(read, indices == 1)

@@ -99,15 +99,22 @@ def pairs(layout: Layout) -> dict[str, tuple[Path, Path]]:
     return {key: (images[key], masks[key]) for key in sorted(images)}
 
 
-def read_array(path: Path) -> np.ndarray:
-    """Decode an image file; an unreadable or truncated one is a one-line DataError."""
+# PIL modes converted on reading: images to RGB or grey; masks keep palette indices (a
+# palette mask's values are its classes, not the palette's colours)
+IMAGE_MODES = {"P": "RGB", "PA": "RGB", "RGBA": "RGB", "LA": "L", "CMYK": "RGB", "YCbCr": "RGB"}
+MASK_MODES = {"1": "L", "LA": "L", "RGBA": "RGB", "CMYK": "RGB", "YCbCr": "RGB"}
+
+
+def read_array(path: Path, modes: dict[str, str]) -> np.ndarray:
+    """Decode an image file, converting the PIL ``modes`` given; an unreadable or truncated
+    file is a one-line DataError."""
     if path.suffix.lower() in (".tif", ".tiff"):
         return read_tiff(path)
     try:
         with Image.open(path) as image:
             image.load()  # decodes now: a truncated file fails here, not later
-            if image.mode in ("P", "PA", "RGBA", "LA", "CMYK", "YCbCr"):
-                image = image.convert("RGB")
+            if image.mode in modes:
+                image = image.convert(modes[image.mode])
             return np.asarray(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: unreadable image ({first_line(exc)})") from None
@@ -115,7 +122,7 @@ def read_array(path: Path) -> np.ndarray:
 
 def read_image(path: Path) -> np.ndarray:
     """(H,W,3) uint8: RGB as it is, grey repeated to three channels."""
-    image = read_array(path)
+    image = read_array(path, IMAGE_MODES)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     if image.ndim == 2:
@@ -132,7 +139,7 @@ def read_image(path: Path) -> np.ndarray:
 
 def read_mask(path: Path, shape: tuple[int, ...], threshold: float | None) -> np.ndarray:
     """(H,W) bool: value above ``threshold``, or non-zero in a mask of at most two values."""
-    mask = read_array(path)
+    mask = read_array(path, MASK_MODES)
     if mask.ndim == 3 and (mask == mask[..., :1]).all():
         mask = mask[..., 0]  # a grey mask saved as RGB
     if mask.ndim != 2:
