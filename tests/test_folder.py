@@ -322,7 +322,7 @@ def test_folder_of_three_sizes_runs_every_stage(tmp_path: Path):
         "report": [],
     }  # fmt: skip
     for stage, extra in stages.items():
-        cmd = [sys.executable, str(REPO / "pipelines" / f"{stage}.py"), *common, *extra]
+        cmd = [sys.executable, str(REPO / "pipelines" / f"{stage}.py"), *extra, *common]
         if stage != "train":
             cmd.append(f"hydra.run.dir={tmp_path / stage}")
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)

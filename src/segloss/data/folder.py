@@ -38,11 +38,11 @@ class Layout:
     masks: str  # glob under root
     image_id: str  # regex with a group ``id``, matched against the image file's stem
     mask_id: str  # the same for masks
-    table: str | None = None  # CSV under root (or absolute) with per-image group / stratum
-    table_id: str = "image"
-    table_group: str | None = None
-    table_stratum: str | None = None
-    mask_threshold: float | None = None
+    table: str | None  # CSV under root (or absolute) with per-image group / stratum
+    table_id: str  # its column of ids
+    table_group: str | None  # its column of groups (None: each image its own group)
+    table_stratum: str | None  # its column of strata
+    mask_threshold: float | None  # foreground above it; None: any non-zero (<= 2 values)
 
 
 def _pattern(setting: str, value: str) -> re.Pattern:
