@@ -148,14 +148,17 @@ def render_card(
         f"{manifest['native_width'].max()} (each scored at its own size)"
     )
     mri = meta["source"] != "folder"
-    unit, thing = ("patients", "tumour") if mri else ("groups (patients)", "foreground")
+    unit, item, thing = (
+        ("patients", "slices", "tumour") if mri else ("groups", "images", "foreground")
+    )
     strata = f"{meta['stratified_by']}, then " if meta.get("stratified_by") else ""
+    legend = "" if mri else '\nIn the tables "patients" are the groups and "tumour" the foreground.'
     return f"""# Data card
 
 Source: **{meta["source"]}** (`{meta["source_dir"]}`), {stats["patients"]} {unit},
-{stats["slices"]} images at {native}; prepared at {size}x{size}, split by {unit}
-(seed {meta["seed"]}, stratified by {strata}{thing} burden). Data hash `{meta["data_hash"]}`.
-In the tables "patients" are {unit} and "tumour" the {thing}.
+{stats["slices"]} {item} at {native}; prepared at {size}x{size}, split by {unit[:-1]}
+(seed {meta["seed"]}, stratified by {strata}{thing} burden).
+Data hash `{meta["data_hash"]}`.{legend}
 
 ## Splits (prepared size)
 
@@ -174,9 +177,9 @@ In the tables "patients" are {unit} and "tumour" the {thing}.
 | IoU | {baseline["iou"]:.3f} |
 
 Predicting no {thing} at all is right for {100 * baseline["pixel_accuracy"]:.1f} % of the
-pixels yet finds none of the {thing}. (Averaged per image instead, each {thing}-free image it
-leaves empty counting as a perfect 1, its Dice would be {baseline["mean_slice_dice"]:.2f}:
-per-image means need the same care.)
+pixels yet finds none of the {thing}. (Averaged per {item[:-1]} instead, each {thing}-free
+{item[:-1]} it leaves empty counting as a perfect 1, its Dice would be
+{baseline["mean_slice_dice"]:.2f}: per-{item[:-1]} means need the same care.)
 
 Normalisation: {meta["normalisation"]}
 """

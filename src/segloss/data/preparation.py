@@ -123,11 +123,11 @@ def _source(data: config.DataConfig, cv: Mapping, folds: int) -> tuple[Path, boo
     download = isinstance(data, config.LggData) and data.download
     if not config.is_set(data.root) and not download:
         where = (
-            "the folder the data.images and data.masks globs start from"
+            "<the folder the data.images and data.masks globs start from>"
             if isinstance(data, config.FolderData)
-            else "kaggle_3m folder, its parent or the Kaggle zip> (or data.download=true"
+            else "<kaggle_3m folder, its parent or the Kaggle zip> (or data.download=true)"
         )
-        raise ConfigError(f"data.root is not set: pass data.root=<{where}>")
+        raise ConfigError(f"data.root is not set: pass data.root={where}")
     if isinstance(data, config.FolderData):
         return Path(data.root), False, None
     if isinstance(data, config.LggData):
