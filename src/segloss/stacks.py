@@ -53,11 +53,9 @@ def regular(masks: np.ndarray, what: str) -> np.ndarray:
     return np.stack(list(masks))
 
 
-def apply(fn: Callable[..., np.ndarray], *stacks: np.ndarray) -> np.ndarray:
-    """``fn`` applied to same-shaped stacks (a threshold, an upsampling), keeping the layout."""
-    if not is_ragged(stacks[0]):
-        return fn(*stacks)
-    return stack([fn(*(np.asarray(s[i])[None] for s in stacks))[0] for i in range(len(stacks[0]))])
+def apply(fn: Callable[[np.ndarray], np.ndarray], masks: np.ndarray) -> np.ndarray:
+    """``fn`` (element-wise, e.g. a threshold) applied to a stack, keeping its layout."""
+    return stack([fn(a) for a in masks]) if is_ragged(masks) else fn(masks)
 
 
 def frame_by_block(

@@ -174,8 +174,11 @@ def read_table(layout: Layout, ids: list[str]) -> pd.DataFrame:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: unreadable CSV ({first_line(exc)}) (data.table)") from None
-    columns = {"table_id": layout.table_id, "table_group": layout.table_group}
-    columns["table_stratum"] = layout.table_stratum
+    columns = {
+        "table_id": layout.table_id,
+        "table_group": layout.table_group,
+        "table_stratum": layout.table_stratum,
+    }
     for setting, column in columns.items():
         if column is not None and column not in table.columns:
             raise DataError(

@@ -149,18 +149,19 @@ def _load_array(path: Path, mmap: bool) -> np.ndarray:
         raise _damaged(path, f"unreadable array ({first_line(exc)})") from None
 
 
-def _rows(root: Path, split: str, fold: int | None) -> tuple[pd.DataFrame, str]:
-    """The manifest rows of a split (sorted by index) and the array file's split name."""
+def _rows(root: Path, split: str, fold: int | None) -> tuple[pd.DataFrame, str, pd.DataFrame]:
+    """The manifest rows of a split (sorted by index), the array file's split name, and the
+    whole manifest (read once)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     manifest = load_manifest(root)
     meta = load_meta(root) if fold is not None or (manifest["split"] == POOL).any() else {}
     if n_folds(meta) < 2:
         fold_splits(meta, fold)  # a fold on a folder without folds is an error
-        return manifest.query("split == @split").sort_values("index"), split
+        return manifest.query("split == @split").sort_values("index"), split, manifest
     members = set(fold_splits(meta, fold)[split])
     pool = manifest[(manifest["split"] == POOL) & manifest["patient"].isin(members)]
-    return pool.sort_values("index"), POOL
+    return pool.sort_values("index"), POOL, manifest
 
 
 def load_split(
@@ -171,9 +172,9 @@ def load_split(
     Arrays are memory-mapped unless ``mmap=False``; a fold's rows of the pool are a copy.
     """
     root = Path(prepared_dir)
-    rows, name = _rows(root, split, fold)
+    rows, name, manifest = _rows(root, split, fold)
     arrays = {kind: _load_array(root / f"{kind}_{name}.npy", mmap) for kind in ("images", "masks")}
-    expected = len(rows) if name == split else int((load_manifest(root)["split"] == POOL).sum())
+    expected = len(rows) if name == split else int((manifest["split"] == POOL).sum())
     if len(arrays["images"]) != expected:
         raise SeglossError(
             f"{root / f'images_{name}.npy'}: {len(arrays['images'])} slices but manifest.csv "
@@ -190,10 +191,10 @@ def load_split(
     )
 
 
-def _unpack_native(root: Path, name: str, rows: pd.DataFrame) -> np.ndarray:
-    """The native masks of ``rows`` (manifest rows of the array file of split ``name``)."""
+def _unpack_native(root: Path, name: str, rows: pd.DataFrame, manifest: pd.DataFrame) -> np.ndarray:
+    """The native masks of ``rows`` (rows of ``manifest`` in the array file of ``name``)."""
     path = root / f"native_{name}.npy"
-    every = load_manifest(root).query("split == @name").sort_values("index")
+    every = manifest.query("split == @name").sort_values("index")
     try:
         return unpack(_load_array(path, mmap=True), every[NATIVE_SIZE], rows["index"].to_numpy())
     except ValueError as exc:
@@ -206,8 +207,8 @@ def load_native(
     """A split's masks at the source resolution: a :mod:`segloss.stacks` stack of bool masks
     (one ``(N, H0, W0)`` array when every image has the same size)."""
     root = Path(prepared_dir)
-    rows, name = _rows(root, split, fold)
-    return _unpack_native(root, name, rows)
+    rows, name, manifest = _rows(root, split, fold)
+    return _unpack_native(root, name, rows, manifest)
 
 
 def write_prepared(
@@ -283,7 +284,8 @@ def load_tested(prepared_dir: str | os.PathLike) -> tuple[PreparedSplit, np.ndar
     root = Path(prepared_dir)
     if n_folds(load_meta(root)) < 2:
         return load_split(root, "test"), load_native(root, "test")
-    rows = load_manifest(root).query("split == @POOL").sort_values("index")
+    manifest = load_manifest(root)
+    rows = manifest.query("split == @POOL").sort_values("index")
     arrays = {k: _load_array(root / f"{k}_{POOL}.npy", True) for k in ("images", "masks")}
     split = PreparedSplit(
         arrays["images"],
@@ -291,4 +293,4 @@ def load_tested(prepared_dir: str | os.PathLike) -> tuple[PreparedSplit, np.ndar
         rows["patient"].to_numpy(dtype=str),
         rows["slice"].to_numpy(dtype=int),
     )
-    return split, _unpack_native(root, POOL, rows)
+    return split, _unpack_native(root, POOL, rows, manifest)

@@ -110,8 +110,10 @@ def _overlays(
     predictions_dir: str | os.PathLike,
     count: int,
     prefix: str,
+    rgb: bool,
 ) -> Figure:
-    """The same test slices with every loss's lowest-seed prediction and per-slice Dice."""
+    """The same test slices with every loss's lowest-seed prediction and per-slice Dice
+    (``rgb``: colour photographs, drawn as they are; MRI shows its FLAIR channel)."""
     predictions, shown = _load_predictions(Path(predictions_dir), data.per_model, test, prefix)
     rows = tables.overlay_slices(prepared_dir, count, np.unique(test.patients))
     wanted = pd.MultiIndex.from_arrays([test.patients, test.slices])
@@ -122,7 +124,6 @@ def _overlays(
         .to_numpy()
         for title, (loss, seed) in zip(predictions, shown, strict=True)
     }
-    rgb = load_meta(prepared_dir).get("source") == "folder"  # photographs, not MRI channels
     return figures.overlays(test, rows, predictions, slice_dice, native, rgb=rgb)
 
 
@@ -252,7 +253,10 @@ def build_report(
     terciles = tables.size_terciles(shown.per_image)
     count = int(settings["overlay_count"])
     prefix = level_prefix(None if factor is None else factor.reference)
-    overlays = partial(_overlays, data, test, native, prepared_dir, predictions_dir, count, prefix)
+    rgb = meta.get("source") == "folder"
+    overlays = partial(
+        _overlays, data, test, native, prepared_dir, predictions_dir, count, prefix, rgb
+    )
     fixed = float(data.per_model["threshold"].iloc[0])
     fields = {
         "fixed": fixed,
