@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from segloss import tracking
+from segloss.config import Config, validate
 from segloss.data import kaggle, synthetic
 from segloss.data.preparation import normalise, resize
 from segloss.data.prepared import SPLITS, PreparedSplit, write_prepared
@@ -131,14 +131,13 @@ def median_rate(
     }
 
 
-def optimizer_step(cfg: dict) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def optimizer_step(cfg: Config) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """The training step without the loop: the config's model, loss, precision and AdamW."""
-    model = build_model(cfg["model"]).train()
-    loss_fn = build_loss(cfg["loss"])
-    t = cfg["train"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-
-    precision = t.get("precision", "fp32")
+    model = build_model(cfg.model).train()
+    loss_fn = build_loss(cfg.loss)
+    t = cfg.train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    precision = t.precision
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with autocast(x.device, precision):  # as the loop: the forward pass only
@@ -159,7 +158,7 @@ class Bench:
         self.tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
         self._prepared: dict[tuple[int, int, int, int], Path] = {}
         # Made once here, so no measurement includes creating the store.
-        tracking.prepare(self.tracking_uri, self.config()["tracking"]["experiment"])
+        tracking.prepare(self.tracking_uri, self.config().tracking.experiment)
 
     def overrides(self) -> list[str]:
         """Hydra overrides every benchmark shares (also passed to the train CLI)."""
@@ -173,11 +172,11 @@ class Bench:
             *extra,
         ]
 
-    def config(self, overrides: list[str] = ()) -> dict:
-        """The resolved project config (conf/) with the shared and the given overrides."""
+    def config(self, overrides: list[str] = ()) -> Config:
+        """The project's settings (conf/) with the shared and the given overrides."""
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=[*self.overrides(), *overrides])
-        return OmegaConf.to_container(cfg, resolve=True)
+        return validate(cfg)
 
     @cached_property
     def kaggle_root(self) -> Path:

@@ -22,7 +22,6 @@ from common import REPO, Bench, median_rate
 from segloss import scoring
 from segloss.data.prepared import load_meta, load_split
 from segloss.evaluation.inference import predict_probabilities
-from segloss.evaluation.settings import EvalSettings
 from segloss.evaluation.tables import score
 from segloss.models import load_checkpoint, preprocess
 
@@ -49,13 +48,13 @@ def _forward_rate(
 def trained_model(bench: Bench) -> Path | None:
     """``models/<default loss>/seed0/model.pt`` of the repository, if ``make run`` made it."""
     cfg = bench.config()
-    path = REPO / cfg["paths"]["models"] / cfg["loss"]["name"] / "seed0" / "model.pt"
+    path = REPO / cfg.paths.models / cfg.loss.name / "seed0" / "model.pt"
     return path if path.is_file() else None
 
 
 def run(bench: Bench, checkpoint: Path) -> dict[str, Any]:
     sizes = bench.sizes
-    settings = EvalSettings.from_mapping(bench.config()["eval"])
+    settings = bench.config().eval
     model, state = load_checkpoint(checkpoint)
     size = int(state["data"]["image_size"])
     prepared = bench.prepared(size, sizes.eval_slices, sizes.eval_slices, sizes.inference_images)

@@ -50,7 +50,7 @@ class TiffSlices(Dataset):
 def run(bench: Bench, size: int, num_workers: int = 0) -> dict[str, Any]:
     """Images/s of the naive loader + optimizer step at ``size`` (median of repeats)."""
     cfg = bench.config()
-    batch = cfg["train"]["batch_size"]
+    batch = cfg.train.batch_size
     loader = DataLoader(
         TiffSlices(bench.kaggle_root, size),
         batch_size=batch,

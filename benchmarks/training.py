@@ -65,7 +65,7 @@ def loop(bench: Bench, size: int, after_epoch: Progress | None = None) -> dict[s
             f"train.num_threads={bench.threads}",
         ]
     )
-    batch = cfg["train"]["batch_size"]
+    batch = cfg.train.batch_size
     if n_train % batch:
         raise ValueError(f"{n_train} training slices is not a multiple of batch size {batch}")
     outside = [0.0]  # seconds in after_epoch: not the run's
@@ -78,7 +78,7 @@ def loop(bench: Bench, size: int, after_epoch: Progress | None = None) -> dict[s
     start = time.perf_counter()
     summary = train(cfg, progress=timed_after_epoch if after_epoch else None)
     wall = time.perf_counter() - start - outside[0]
-    epochs = pd.read_csv(Path(summary["model_path"]).parent / "history.csv")["seconds"]
+    epochs = pd.read_csv(Path(summary.model_path).parent / "history.csv")["seconds"]
     timed = [epochs.iloc[e - 1] for e in timed_epochs(len(epochs))]
     return {
         "image_size": size,
@@ -89,7 +89,7 @@ def loop(bench: Bench, size: int, after_epoch: Progress | None = None) -> dict[s
         "images_per_s": n_train / statistics.median(timed),
         "run_seconds": wall,
         "run_overhead_s": wall - float(epochs.sum()),
-        "model_path": summary["model_path"],
+        "model_path": summary.model_path,
     }
 
 
@@ -107,7 +107,7 @@ class ModelOnly:
     def __init__(self, bench: Bench, size: int, n_train: int, precision: str = "fp32") -> None:
         cfg = bench.config([f"train.precision={precision}"])
         self.size, self.precision = size, precision
-        self.batch = cfg["train"]["batch_size"]
+        self.batch = cfg.train.batch_size
         self.steps = train_steps(n_train, self.batch)
         seed_everything(0)  # the loop's global torch settings (deterministic algorithms)
         torch.set_num_threads(bench.threads)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
-from segloss.cli import one_line_errors, print_config
+from segloss.cli import stage
+from segloss.config import Config
 from segloss.data.prepared import load_manifest
 from segloss.evaluation import Evaluation, score_models, write_outputs
 
@@ -51,22 +51,21 @@ def log_test_metrics(uri: str | None, evaluation: Evaluation, prepared_dir: str)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-@one_line_errors
-def main(cfg: DictConfig) -> None:
-    if cfg.get("print_config", True):
-        print_config(cfg)
-    reports = Path(cfg.paths.reports)
+@stage
+def main(settings: Config) -> None:
+    paths = settings.paths
     evaluation = score_models(
-        prepared_dir=cfg.paths.prepared,
-        models_dir=cfg.paths.models,
-        predictions_dir=cfg.paths.predictions,
-        eval_cfg=OmegaConf.to_container(cfg.eval, resolve=True),
-        factor=cfg.get("factor"),
+        prepared_dir=paths.prepared,
+        models_dir=paths.models,
+        predictions_dir=paths.predictions,
+        settings=settings.eval,
+        factor=settings.factor,
     )
-    paths = write_outputs(evaluation, reports / "metrics", reports / "plots")
-    log_test_metrics(cfg.tracking.uri, evaluation, cfg.paths.prepared)
-    print(f"predictions: {paths['predictions']}/")
-    print(f"metrics:     {paths['summary']} (and per_image.csv, per_patient.csv, ... beside it)")
+    reports = Path(paths.reports)
+    written = write_outputs(evaluation, reports / "metrics", reports / "plots")
+    log_test_metrics(settings.tracking.uri, evaluation, paths.prepared)
+    print(f"predictions: {written['predictions']}/")
+    print(f"metrics:     {written['summary']} (and per_image.csv, per_patient.csv, ... beside it)")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
 
-from segloss.cli import one_line_errors, print_config
+from segloss.cli import stage
+from segloss.config import Config
 from segloss.data import card
 from segloss.data.preparation import prepare
 
@@ -20,18 +20,14 @@ log = logging.getLogger("prepare")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-@one_line_errors
-def main(cfg: DictConfig) -> None:
-    if cfg.get("print_config", True):
-        print_config(cfg)
-    data = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=False)
-    cv = OmegaConf.to_container(cfg.cv, resolve=True)
-    result = prepare(data, cfg.paths.prepared, cfg.paths.reports, cv)
+@stage
+def main(settings: Config) -> None:
+    result = prepare(settings.data, settings.paths.prepared, settings.paths.reports, settings.cv)
     card.write_tables(result.prepared)  # the report's data-card tables, computed once here
     stats = result.calibration
     origin = "generated" if result.generated else "read"
     log.info("%s %s in %.1f s", origin, result.source_dir, result.seconds["generate"])
-    mri = cfg.data.source != "folder"
+    mri = settings.data.source != "folder"
     what = "tumour" if mri else "foreground"
     log.info("%d patients, %d slices", stats["patients"], stats["slices"])
     log.info("%s pixels: %.2f %% of all pixels", what, 100 * stats["tumour_pixel_fraction"])

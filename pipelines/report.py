@@ -10,9 +10,9 @@ import warnings
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
 
-from segloss.cli import one_line_errors, print_config
+from segloss.cli import stage
+from segloss.config import Config
 from segloss.fingerprint import factor_level
 from segloss.report import BuiltReport, Factor, build_report, logged
 
@@ -43,21 +43,19 @@ def log_to_parent_runs(uri: str | None, report: BuiltReport) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-@one_line_errors
-def main(cfg: DictConfig) -> None:
-    if cfg.get("print_config", True):
-        print_config(cfg)
-    reports = Path(cfg.paths.reports)
-    level = factor_level(cfg)  # the factor's configured value: the arm the main sections show
+@stage
+def main(settings: Config) -> None:
+    reports = Path(settings.paths.reports)
+    level = factor_level(settings)  # the factor's configured value: the arm the main sections show
     report = build_report(
-        prepared_dir=cfg.paths.prepared,
-        predictions_dir=cfg.paths.predictions,
+        prepared_dir=settings.paths.prepared,
+        predictions_dir=settings.paths.predictions,
         metrics_dir=reports / "metrics",
         reports_dir=reports,
-        settings=OmegaConf.to_container(cfg.report, resolve=True),
-        factor=None if level is None else Factor(cfg.factor, level[1]),
+        settings=settings.report,
+        factor=None if level is None else Factor(settings.factor, level[1]),
     )
-    log_to_parent_runs(cfg.tracking.uri, report)
+    log_to_parent_runs(settings.tracking.uri, report)
     print(
         f"report:  {report.paths['report_html'].resolve()} (Markdown: {report.paths['report_md']})"
     )

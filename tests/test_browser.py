@@ -22,6 +22,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import wait_for_http
+from helpers import stage_command
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,7 @@ LOSSES = ("bce", "bce_dice")
 
 
 def _cli(repo: Path, stage: str, *args: str) -> None:
-    cmd = [sys.executable, str(repo / "pipelines" / f"{stage}.py"), *args, "print_config=false"]
+    cmd = [*stage_command(stage), *args, "print_config=false"]
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{stage} failed:\n{proc.stderr[-3000:]}"
 

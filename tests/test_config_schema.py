@@ -21,7 +21,6 @@ from omegaconf import OmegaConf
 import segloss.cli  # noqa: F401  (the segloss_folds resolver, as every entry point)
 from segloss import config
 from segloss.errors import ConfigError
-from segloss.evaluation.settings import EvalSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -386,32 +385,9 @@ def test_the_copy_finder_finds_each_kind_of_copy():
     ]
 
 
-@pytest.mark.parametrize(
-    "override",
-    [
-        "eval.threshold=1",
-        "eval.batch_size=0",
-        "eval.num_threads=0",
-        "eval.calibration_bins=0",
-        "eval.nsd_tolerance=-1",
-        "eval.threshold_grid.start=0",
-    ],
-)
-def test_evaluation_checks_a_plain_eval_mapping_with_the_schema(override):
-    """EvalSettings.from_mapping (the evaluate stage's settings) has no checks of its own:
-    a bad value is the schema's one-line error."""
-    key, value = override.split("=", 1)
-    cfg = _compose(CONF).copy()
-    OmegaConf.update(cfg, key, yaml.safe_load(value))
-    with pytest.raises(ConfigError) as schema:
-        config.validate(cfg)
-    with pytest.raises(ConfigError) as evaluation:
-        EvalSettings.from_mapping(OmegaConf.to_container(cfg.eval))
-    assert str(schema.value) == str(evaluation.value)
+def test_the_threshold_grid_includes_both_ends_without_float_error():
+    from segloss.config.eval import ThresholdGrid
 
-
-def test_evaluation_needs_every_eval_key():
-    partial = OmegaConf.to_container(_compose(CONF).eval)
-    del partial["device"], partial["threshold_grid"]
-    with pytest.raises(ConfigError, match=r"^eval: setting\(s\) device, threshold_grid not set$"):
-        EvalSettings.from_mapping(partial)
+    assert ThresholdGrid(0.1, 0.9, 0.2).values() == (0.1, 0.3, 0.5, 0.7, 0.9)
+    assert ThresholdGrid(0.05, 0.95, 0.05).values()[-1] == 0.95
+    assert len(ThresholdGrid(0.5, 0.5, 0.1).values()) == 1

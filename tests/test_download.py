@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from helpers import cv_config, data_config, stage_command
 
 from segloss.data import sources
 from segloss.data.preparation import prepare
@@ -81,7 +82,7 @@ def test_prepare_reads_the_kaggle_zip_itself(tmp_path):
         "split": {"train": 0.34, "val": 0.33, "test": 0.33},
     }
     cv = {"folds": 1, "val_fraction": 0.2, "fold": None}
-    result = prepare(data, tmp_path / "prepared", tmp_path / "reports", cv)
+    result = prepare(data_config(data), tmp_path / "prepared", tmp_path / "reports", cv_config(cv))
     assert result.calibration["patients"] == 3 and result.calibration["slices"] == 9
     (unpacked,) = (tmp_path / "cache").iterdir()
     assert unpacked.name.startswith("archive-")
@@ -132,8 +133,7 @@ def test_download_failure_says_how_to_download_by_hand_and_writes_nothing(tmp_pa
     env.pop("KAGGLE_KEY", None)
     result = subprocess.run(
         [
-            str(REPO / ".venv" / "bin" / "python"),
-            str(REPO / "pipelines" / "prepare.py"),
+            *stage_command("prepare"),
             "data=lgg",
             "data.download=true",
             f"paths.prepared={tmp_path / 'prepared'}",

@@ -62,23 +62,22 @@ def code_files(script: Path) -> set[Path]:
 
 
 def config_groups(script: Path) -> set[str] | None:
-    """Top-level config keys the entry point reads as ``cfg.<key>``; None for all of them
-    (it passes the whole ``cfg`` to ``OmegaConf.to_container``)."""
+    """Top-level config keys the entry point reads as ``settings.<key>``; None for all of them
+    (it hands the whole ``settings`` to a function of its own, as train.py's ``_train``)."""
     tree = ast.parse(script.read_text())
+    local = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     keys = set()
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name)
-            and node.value.id == "cfg"
+            and node.value.id == "settings"
         ):
             keys.add(node.attr)
         if (
             isinstance(node, ast.Call)
-            and getattr(node.func, "attr", "") == "to_container"
-            and node.args
-            and isinstance(node.args[0], ast.Name)
-            and node.args[0].id == "cfg"
+            and getattr(node.func, "id", "") in local
+            and any(isinstance(arg, ast.Name) and arg.id == "settings" for arg in node.args)
         ):
             return None
     return keys

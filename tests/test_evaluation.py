@@ -13,12 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from helpers import settings
 
 from segloss import metrics
 from segloss.calibration import calibration_table, expected_calibration_error
+from segloss.config import plain
 from segloss.data.prepared import load_meta, load_split
 from segloss.errors import SeglossError
 from segloss.evaluation import evaluate, score_models, write_outputs
@@ -36,18 +35,15 @@ TINY_OVERRIDES = [
     "eval.threshold_grid={start: 0.1, stop: 0.9, step: 0.2}",
     "eval.calibration_bins=5",
 ]
-with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-    # The composed groups (every key set, as the stages get them): a 3-level ResNet-18 U-Net
-    # evaluated in small batches.
-    _TINY = compose("config", overrides=TINY_OVERRIDES)
-TINY_MODEL = OmegaConf.to_container(_TINY.model)
-EVAL_CFG = OmegaConf.to_container(_TINY.eval)
+# The settings as the stages get them: a 3-level ResNet-18 U-Net evaluated in small batches.
+_TINY = settings(*TINY_OVERRIDES)
+TINY_MODEL = _TINY.model
+EVAL_CFG = _TINY.eval
 
 
 def _loss_config(loss: str) -> dict:
-    """The values conf/loss/<loss>.yaml sets (as the train stage stores them)."""
-    values = yaml.safe_load((REPO / "conf" / "loss" / f"{loss}.yaml").read_text())
-    return {k: v for k, v in values.items() if k != "defaults"}
+    """The ``loss`` settings of ``loss=<loss>`` as the train stage stores them."""
+    return plain(settings(f"loss={loss}").loss)
 
 
 def write_checkpoint(models: Path, loss: str, seed: int, meta: dict, **data_overrides) -> Path:
@@ -59,7 +55,7 @@ def write_checkpoint(models: Path, loss: str, seed: int, meta: dict, **data_over
     torch.save(
         {
             "state_dict": build_model(TINY_MODEL).state_dict(),
-            "config": {"model": TINY_MODEL, "loss": _loss_config(loss), "seed": seed},
+            "config": {"model": plain(TINY_MODEL), "loss": _loss_config(loss), "seed": seed},
             "data": data | data_overrides,
             "best_epoch": 2,
             "best_val_dice": 0.1,
@@ -117,7 +113,7 @@ def test_per_image_csv_matches_a_recomputation_from_the_predictions(evaluated, t
         assert saved["masks"].dtype == bool and saved["masks"].shape == test.masks.shape
         np.testing.assert_array_equal(saved["patient"], test.patients)
         np.testing.assert_array_equal(saved["slice"], test.slices)
-        tolerance = EVAL_CFG["nsd_tolerance"]
+        tolerance = EVAL_CFG.nsd_tolerance
         expected = metrics.per_image(saved["masks"], test.masks, nsd_tolerance=tolerance)
         expected = expected.rename(columns=units)
         pd.testing.assert_frame_equal(

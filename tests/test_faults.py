@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import stage_command
 
 from segloss.models import load_checkpoint
 
@@ -39,7 +40,7 @@ def train_cmd(tmp: Path, prepared: Path, *args: str, sweep_dir: str | None = Non
     }
     given = {a.split("=")[0] for a in args}
     rest = [f"{k}={v}" for k, v in base.items() if k not in given]
-    return [sys.executable, str(REPO / "pipelines" / "train.py"), *args, *rest]
+    return [*stage_command("train"), *args, *rest]
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
@@ -386,8 +387,7 @@ def test_truncated_checkpoint_in_evaluate_is_one_line_naming_it(tiny_prepared, t
     path.write_bytes(path.read_bytes()[:5000])
     done = subprocess.run(
         [
-            sys.executable,
-            "pipelines/evaluate.py",
+            *stage_command("evaluate"),
             f"paths.prepared={tiny_prepared}",
             f"paths.models={tmp_path / 'models'}",
             f"paths.predictions={tmp_path / 'predictions'}",
@@ -419,8 +419,7 @@ def test_prepare_rejects_bad_sizes_in_one_line(tmp_path, override, fragment):
     write_fake_patient(tmp_path / "data", size=16)
     done = subprocess.run(
         [
-            sys.executable,
-            "pipelines/prepare.py",
+            *stage_command("prepare"),
             "data=lgg",
             f"data.root={tmp_path / 'data'}",
             f"paths.prepared={tmp_path / 'prepared'}",

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from helpers import cv_config, data_config, stage_command
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -75,7 +75,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 def _prepare(cfg: dict, out: Path, cv: dict = CV):
-    return prepare(cfg, out / "prepared", out / "reports", cv)
+    return prepare(data_config(cfg), out / "prepared", out / "reports", cv_config(cv))
 
 
 def test_images_of_three_sizes_keep_their_own_native_masks(folder: Path, tmp_path: Path):
@@ -232,8 +232,7 @@ def test_more_folds_than_groups_is_a_config_error(folder: Path, tmp_path: Path):
 def test_entry_point_bad_folder_input_exits_2_with_one_line(folder: Path, tmp_path: Path):
     (folder / "masks" / "case03_mask.png").unlink()
     cmd = [
-        sys.executable,
-        str(REPO / "pipelines" / "prepare.py"),
+        *stage_command("prepare"),
         "data=folder",
         f"data.root={folder}",
         "data.mask_id='(?P<id>.+)_mask'",
@@ -322,7 +321,7 @@ def test_folder_of_three_sizes_runs_every_stage(tmp_path: Path):
         "report": [],
     }  # fmt: skip
     for stage, extra in stages.items():
-        cmd = [sys.executable, str(REPO / "pipelines" / f"{stage}.py"), *extra, *common]
+        cmd = [*stage_command(stage), *extra, *common]
         if stage != "train":
             cmd.append(f"hydra.run.dir={tmp_path / stage}")
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cv_config, data_config, settings, stage_command
 
 from segloss.data import kaggle
 from segloss.data.folds import assign_folds, check_cv, fold_roles, sweep_values
@@ -82,7 +84,7 @@ def test_folds_are_seeded():
 )
 def test_bad_cv_settings_are_one_line_errors(cv, n, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        check_cv(CV | cv, n)
+        check_cv(cv_config(CV | cv), n)
 
 
 def test_sweep_values_follow_cv_folds():
@@ -106,17 +108,19 @@ def test_the_default_sweep_covers_every_fold():
 
 
 def test_fold_models_have_their_own_folder():
-    cfg = {"paths": {"models": "m"}, "loss": {"name": "dice"}, "seed": 2, "cv": {"fold": 3}}
-    assert output_dir(cfg) == Path("m/dice/seed2/fold3")
-    assert output_dir(cfg | {"cv": {"fold": None}}) == Path("m/dice/seed2")
+    job = ("paths.models=m", "loss=dice", "seed=2", "cv.folds=4")
+    assert output_dir(settings(*job, "cv.fold=3")) == Path("m/dice/seed2/fold3")
+    assert output_dir(settings(*job, "cv.fold=null")) == Path("m/dice/seed2")
 
 
 def test_a_second_factors_levels_have_their_own_folder():
-    cfg = {"paths": {"models": "m"}, "loss": {"name": "bce"}, "seed": 1, "cv": {"fold": 0}}
-    cfg |= {"factor": "train.sampling", "train": {"sampling": "uniform", "hflip": True}}
-    assert output_dir(cfg) == Path("m/sampling_uniform/bce/seed1/fold0")
-    assert output_dir(cfg | {"factor": "train.hflip"}) == Path("m/hflip_true/bce/seed1/fold0")
-    assert output_dir(cfg | {"factor": None}) == Path("m/bce/seed1/fold0")
+    job = ("paths.models=m", "loss=bce", "seed=1", "cv.folds=2", "cv.fold=0")
+    job += ("train.sampling=uniform", "train.init_output_bias=true")
+    found = output_dir(settings(*job, "factor=train.sampling"))
+    assert found == Path("m/sampling_uniform/bce/seed1/fold0")
+    found = output_dir(settings(*job, "factor=train.init_output_bias"))
+    assert found == Path("m/init_output_bias_true/bce/seed1/fold0")
+    assert output_dir(settings(*job, "factor=null")) == Path("m/bce/seed1/fold0")
 
 
 def test_the_sampling_experiment_crosses_sampling_with_the_loss():
@@ -158,7 +162,7 @@ def cv_prepared(tmp_path_factory) -> tuple[Path, Path]:
         "split": {"train": 0.6, "val": 0.15, "test": 0.25},
     }
     cv = {"folds": 3, "val_fraction": 0.25, "fold": None}
-    result = prepare(data, tmp / "prepared", tmp / "reports", cv)
+    result = prepare(data_config(data), tmp / "prepared", tmp / "reports", cv_config(cv))
     return result.prepared, result.source_dir
 
 
@@ -201,8 +205,7 @@ def test_a_fold_is_required_on_folds_and_refused_without(cv_prepared, tiny_prepa
 def test_cv_folds_above_the_patients_fail_before_writing(tmp_path):
     result = subprocess.run(
         [
-            str(REPO / ".venv" / "bin" / "python"),
-            str(REPO / "pipelines" / "prepare.py"),
+            *stage_command("prepare"),
             "data.n_patients=4",
             "cv.folds=5",
             f"data.root={tmp_path / 'synthetic'}",
@@ -238,7 +241,9 @@ def test_real_patients_each_tested_once_at_native_size(real_three, tmp_path):
     data = {"source": "lgg", "root": str(real_three), "image_size": 32, "seed": 0}
     data |= {"download": False, "cache": str(tmp_path / "cache")}
     cv = {"folds": 3, "val_fraction": 0.2, "fold": None}
-    prepared = prepare(data, tmp_path / "prepared", tmp_path / "reports", cv).prepared
+    prepared = prepare(
+        data_config(data), tmp_path / "prepared", tmp_path / "reports", cv_config(cv)
+    ).prepared
     meta = load_meta(prepared)
     assert meta["native_size"] == [256, 256] and meta["pixel_spacing_mm"] is None
     tested = [p for f in range(3) for p in fold_splits(meta, f)["test"]]
@@ -253,8 +258,6 @@ def test_each_fold_trains_and_evaluation_pools_out_of_fold(tmp_path, repo_root):
     import mlflow
     import pandas as pd
     from conftest import make_blob_split
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from segloss.data.prepared import write_prepared
     from segloss.evaluation import evaluate
@@ -277,19 +280,18 @@ def test_each_fold_trains_and_evaluation_pools_out_of_fold(tmp_path, repo_root):
             "cv.folds=2",
             f"cv.fold={fold}",
         ]
-        with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
-            cfg = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
-        summary = train(cfg)
-        assert summary["fold"] == fold
-        assert summary["model_path"] == str(
+        job = settings(*overrides)
+        summary = train(job)
+        assert summary.fold == fold
+        assert summary.model_path == str(
             tmp_path / "models/bce_dice/seed0" / f"fold{fold}/model.pt"
         )
-        run = mlflow.MlflowClient(uri).get_run(summary["mlflow_run_id"])
+        run = mlflow.MlflowClient(uri).get_run(summary.mlflow_run_id)
         assert run.data.tags["fold"] == str(fold) and run.data.params["cv.fold"] == str(fold)
-        state = torch.load(summary["model_path"], weights_only=False)
+        state = torch.load(summary.model_path, weights_only=False)
         assert state["data"]["fold"] == fold
         assert state["data"]["splits"] == load_meta(prepared)["folds"][fold]
-    small = cfg["eval"] | {"batch_size": 8, "num_threads": 1}  # the composed eval group
+    small = dataclasses.replace(job.eval, batch_size=8, num_threads=1)
     out = evaluate(
         prepared, tmp_path / "models", tmp_path / "pred", tmp_path / "m", tmp_path / "p", small
     )
@@ -310,10 +312,8 @@ def test_pruning_keeps_the_folds_of_the_sweep(tmp_path):
     for path in ("bce/seed0/fold0", "bce/seed0/fold1", "bce/seed0/fold2", "bce/seed1/fold0"):
         (tmp_path / path).mkdir(parents=True)
         (tmp_path / path / "model.pt").write_bytes(b"x")
-    jobs = [
-        {"paths": {"models": str(tmp_path)}, "loss": {"name": "bce"}, "seed": 0, "cv": {"fold": f}}
-        for f in (0, 1)
-    ]
+    job = (f"paths.models={tmp_path}", "loss=bce", "seed=0", "cv.folds=3")
+    jobs = [settings(*job, f"cv.fold={f}") for f in (0, 1)]
     removed = prune_models(jobs)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
         "bce/seed0/fold2",
@@ -334,8 +334,10 @@ def test_pruning_keeps_the_levels_of_the_sweep(tmp_path):
     ):
         (tmp_path / path).mkdir(parents=True)
         (tmp_path / path / "model.pt").write_bytes(b"x")
-    job = {"paths": {"models": str(tmp_path)}, "loss": {"name": "bce"}, "seed": 0}
-    job |= {"factor": "train.sampling", "train": {"sampling": "uniform"}, "cv": {"fold": 0}}
+    job = settings(
+        f"paths.models={tmp_path}", "loss=bce", "seed=0", "cv.folds=2", "cv.fold=0",
+        "factor=train.sampling", "train.sampling=uniform",
+    )  # fmt: skip
     removed = prune_models([job])
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
         "bce/seed0",

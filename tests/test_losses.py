@@ -2,33 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from pathlib import Path
 
 import pytest
 import segmentation_models_pytorch as smp
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from helpers import CONF, compose, settings
 
+from segloss.config import LossConfig, loss_config, plain
 from segloss.errors import ConfigError
 from segloss.losses import build_loss, known_losses, loss_variant
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))
 
 
 @functools.cache
-def _composed(name: str) -> dict:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"loss={name}"])
-    return OmegaConf.to_container(cfg.loss, resolve=True)
+def _composed(name: str) -> LossConfig:
+    return settings(f"loss={name}").loss
 
 
-def config(name: str, **overrides) -> dict:
-    """The ``loss`` node that ``loss=<name>`` composes (its schema's _target_ included)."""
-    return {**_composed(name), **overrides}
+def config(name: str, **overrides) -> LossConfig:
+    """The ``loss`` settings that ``loss=<name>`` composes, with ``overrides``."""
+    return dataclasses.replace(_composed(name), **overrides)
 
 
 def square_target(n: int = 2, size: int = 8) -> torch.Tensor:
@@ -41,35 +38,35 @@ def test_every_config_file_builds_its_loss_through_its_target():
     targets = set()
     for name in LOSSES:
         cfg = config(name)
-        assert cfg["name"] == name
+        assert cfg.name == name
         loss = build_loss(cfg)
-        assert f"{type(loss).__module__}.{type(loss).__name__}" == cfg["_target_"]
-        targets.add(cfg["_target_"])
+        assert f"{type(loss).__module__}.{type(loss).__name__}" == cfg._target_
+        targets.add(cfg._target_)
     assert targets == set(known_losses())  # every loss class has its conf/loss option
 
 
 def test_unknown_target_lists_the_known_losses():
     with pytest.raises(ConfigError, match=r"known: segloss\.losses\.BCELoss, .*DiceLoss"):
-        build_loss({"name": "dicee", "_target_": "segloss.losses.DiceeLoss"})
-    with pytest.raises(ConfigError, match="not a known loss"):
-        build_loss({"name": "dice"})  # a mapping without its schema's _target_
+        build_loss(LossConfig(name="dicee", _target_="segloss.losses.DiceeLoss"))
 
 
 def test_unknown_loss_option_on_the_command_line_fails_at_composition():
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        with pytest.raises(MissingConfigException, match="bce_dice"):
-            compose("config", overrides=["loss=dicee"])  # Hydra lists the options
-        with pytest.raises(ConfigCompositionException, match="loss.smoth"):
-            compose("config", overrides=["loss=dice", "loss.smoth=1.0"])
+    with pytest.raises(MissingConfigException, match="bce_dice"):
+        compose("loss=dicee")  # Hydra lists the options
+    with pytest.raises(ConfigCompositionException, match="loss.smoth"):
+        compose("loss=dice", "loss.smoth=1.0")
 
 
-def test_unknown_or_missing_option_is_named():
-    with pytest.raises(ConfigError, match="smoth"):
-        build_loss(config("dice", smoth=1.0))
+def test_unknown_or_missing_option_in_a_stored_config_is_named():
+    """A checkpoint's loss settings are read back through the schema of their _target_."""
+    stored = plain(config("dice"))
+    assert loss_config(stored) == config("dice")
+    with pytest.raises(ConfigError, match="unknown setting.* smoth"):
+        loss_config(stored | {"smoth": 1.0})
     with pytest.raises(ConfigError, match="smooth not set"):
-        build_loss({k: v for k, v in config("dice").items() if k != "smooth"})
+        loss_config({k: v for k, v in stored.items() if k != "smooth"})
 
 
 @pytest.mark.parametrize(
@@ -83,7 +80,7 @@ def test_unknown_or_missing_option_is_named():
 )
 def test_bad_options_fail_as_config_errors(cfg):
     with pytest.raises(ConfigError):
-        build_loss({**config(cfg["name"]), **cfg})
+        build_loss(config(**cfg))
 
 
 def test_shape_mismatch_is_a_value_error():
@@ -157,7 +154,7 @@ def test_variants_are_named_and_the_image_form_differs_from_the_articles():
     ]
     for name in ("dice_image", "bce_dice_image"):
         cfg = config(name)
-        assert (cfg["name"], loss_variant(cfg)) == (name, "image")
+        assert (cfg.name, loss_variant(cfg)) == (name, "image")
     probs, target = torch.full((2, 1, 4, 4), 0.3), square_target(2, 4)
     target[1] = 0
     image = build_loss(config("dice_image"))(torch.logit(probs), target).item()

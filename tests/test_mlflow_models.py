@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -14,8 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from helpers import settings, stage_command
 
 from segloss.data.prepared import load_meta, load_split
 from segloss.models import load_checkpoint, preprocess
@@ -38,15 +36,14 @@ def trained(repo_root, tiny_prepared, tmp_path_factory):
         "train.num_threads=1",
         "loss=bce_dice",
     ]
-    with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+    cfg = settings(*overrides)
     threads = torch.get_num_threads()
     try:
         summary = train(cfg)
     finally:
         torch.set_num_threads(threads)
-    _, checkpoint = load_checkpoint(summary["model_path"])
-    return summary, checkpoint, cfg["tracking"]["uri"]
+    _, checkpoint = load_checkpoint(summary.model_path)
+    return summary, checkpoint, cfg.tracking.uri
 
 
 def test_logged_model_is_pickle_free_with_signature_and_example(trained):
@@ -54,7 +51,7 @@ def test_logged_model_is_pickle_free_with_signature_and_example(trained):
     client = mlflow.MlflowClient(uri)
     model_id = checkpoint["mlflow_model_id"]
     logged = client.get_logged_model(model_id)
-    assert logged.source_run_id == summary["mlflow_run_id"]
+    assert logged.source_run_id == summary.mlflow_run_id
     assert logged.tags["loss"] == "bce_dice" and logged.tags["seed"] == "0"
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}"))
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
@@ -72,7 +69,7 @@ def test_logged_model_predicts_the_same_masks_as_the_checkpoint(trained, tiny_pr
     assert not os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")  # MLflow's pickle check on
     mlflow.set_tracking_uri(uri)
     loaded = mlflow.pytorch.load_model(f"models:/{checkpoint['mlflow_model_id']}")
-    reference, _ = load_checkpoint(summary["model_path"])
+    reference, _ = load_checkpoint(summary.model_path)
     test = load_split(tiny_prepared, "test")
     x = preprocess(torch.from_numpy(np.array(test.images[:5])))  # batch 5: not the example's 2
     with torch.inference_mode():
@@ -85,7 +82,7 @@ def test_logged_model_predicts_the_same_masks_as_the_checkpoint(trained, tiny_pr
 def test_run_has_datasets_splits_system_metrics_and_source(trained, tiny_prepared):
     summary, checkpoint, uri = trained
     client = mlflow.MlflowClient(uri)
-    run = client.get_run(summary["mlflow_run_id"])
+    run = client.get_run(summary.mlflow_run_id)
     meta = load_meta(tiny_prepared)
     inputs = {
         next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
@@ -108,8 +105,7 @@ def test_run_has_datasets_splits_system_metrics_and_source(trained, tiny_prepare
 
 def test_tracking_none_trains_without_mlflow(repo_root, tiny_prepared, tmp_path):
     cmd = [
-        sys.executable,
-        str(repo_root / "pipelines" / "train.py"),
+        *stage_command("train"),
         "-m",
         "tracking=none",
         "loss=bce",
@@ -135,7 +131,7 @@ def test_run_logs_the_time_spent_in_model_steps(trained):
     summary, _, uri = trained
     from segloss import tracking
 
-    steps = tracking.metric_history(uri, summary["mlflow_run_id"], "step_seconds")
-    epochs = tracking.metric_history(uri, summary["mlflow_run_id"], "seconds")
+    steps = tracking.metric_history(uri, summary.mlflow_run_id, "step_seconds")
+    epochs = tracking.metric_history(uri, summary.mlflow_run_id, "seconds")
     assert len(steps) == len(epochs) == 2
     assert all(0 < step < epoch for step, epoch in zip(steps, epochs, strict=True))

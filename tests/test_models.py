@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from helpers import settings
 
+from segloss.config import ModelConfig, plain
 from segloss.errors import ConfigError
 from segloss.models import (
     build_model,
@@ -18,17 +20,15 @@ from segloss.models import (
 )
 
 
-def model_config(repo_root, *overrides: str) -> dict:
-    """The composed ``model`` group (its ``_target_`` included)."""
-    with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
-        composed = compose("config", overrides=list(overrides))
-    return OmegaConf.to_container(composed.model, resolve=True)
+def model_config(repo_root, *overrides: str) -> ModelConfig:
+    """The ``model`` settings ``overrides`` compose (their ``_target_`` included)."""
+    return settings(*overrides).model
 
 
 @pytest.mark.parametrize("name", ["unet_r18_slim", "unet_mnv3", "unet_r34"])
 def test_every_model_config_builds_one_logit_per_pixel(repo_root, name):
     cfg = model_config(repo_root, f"model={name}")
-    assert cfg["_target_"] == "segloss.models.smp_model"
+    assert cfg._target_ == "segloss.models.smp_model"
     model = build_model(cfg).eval()
     with torch.no_grad():
         out = model(preprocess(torch.zeros(2, 32, 32, 3, dtype=torch.uint8)))
@@ -38,12 +38,12 @@ def test_every_model_config_builds_one_logit_per_pixel(repo_root, name):
 def test_an_unknown_arch_or_target_is_one_line_naming_the_setting_and_the_choices(repo_root):
     cfg = model_config(repo_root)
     with pytest.raises(ConfigError) as caught:
-        build_model(cfg | {"arch": "Unett"})
+        build_model(dataclasses.replace(cfg, arch="Unett"))
     message = str(caught.value)
     assert message.startswith("model.arch='Unett' is not an smp architecture; choices: Unet, ")
     assert "UnetPlusPlus" in message and "\n" not in message
     with pytest.raises(ConfigError, match=r"^model._target_ 'os.remove' is not a known model"):
-        build_model(cfg | {"_target_": "os.remove"})
+        build_model(dataclasses.replace(cfg, _target_="os.remove"))
 
 
 def test_preprocess_scales_to_unit_range_channels_last():
@@ -64,12 +64,12 @@ def test_resolve_device():
 
 def small_config(repo_root) -> dict:
     model = model_config(repo_root, "model.decoder_channels=[16,8,8,8,8]")
-    return {"model": model, "loss": {"name": "dice"}, "seed": 2}
+    return {"model": plain(model), "loss": {"name": "dice"}, "seed": 2}
 
 
 def test_saved_checkpoint_loads_with_its_weights_in_eval_mode_and_is_reusable(tmp_path, repo_root):
     cfg = small_config(repo_root)
-    model = build_model(cfg["model"])
+    model = build_model(ModelConfig(**cfg["model"]))
     summary = {
         "config": cfg,
         "data": {"fold": None},
@@ -87,7 +87,7 @@ def test_saved_checkpoint_loads_with_its_weights_in_eval_mode_and_is_reusable(tm
         assert torch.equal(loaded.state_dict()[key], value)
     (tmp_path / "history.csv").write_text("epoch,val_dice\n1,0.5\n")
     found = reusable(tmp_path, "abc")
-    assert found["loss"] == "dice" and found["seed"] == 2 and found["mlflow_run_id"] == "r"
+    assert found.loss == "dice" and found.seed == 2 and found.mlflow_run_id == "r"
     assert reusable(tmp_path, "other") is None
 
 
@@ -95,7 +95,7 @@ def test_a_checkpoint_from_before_model_target_loads(tmp_path, repo_root):
     """Checkpoints saved before ``model._target_`` existed store the model config without it:
     they were built by the default target, which loading falls back to."""
     cfg = small_config(repo_root)
-    model = build_model(cfg["model"])
+    model = build_model(ModelConfig(**cfg["model"]))
     old = {k: v for k, v in cfg["model"].items() if k != "_target_"}
     summary = {"config": cfg | {"model": old}, "data": {}, "best_epoch": 1, "best_val_dice": 0.5}
     summary |= {"fingerprint": {}, "fingerprint_hash": "abc"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +170,7 @@ def test_evaluation_scores_at_native_resolution_with_units(tmp_path):
         tmp_path / "predictions",
         tmp_path / "metrics",
         tmp_path / "plots",
-        EVAL_CFG | {"nsd_tolerance": 1.0},
+        dataclasses.replace(EVAL_CFG, nsd_tolerance=1.0),
     )
     native = load_native(prepared, "test")
     saved = np.load(tmp_path / "predictions" / "bce_seed0.npz")

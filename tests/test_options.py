@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from helpers import settings, stage_command
 
-from segloss import config
+from segloss.config import plain
 from segloss.errors import ConfigError
 from segloss.training import autocast, train
 
 
-def _cfg(repo_root, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
-        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
-
-
 def test_precision_default_is_fp32_and_bf16_autocasts_the_forward_pass(repo_root):
-    assert _cfg(repo_root)["train"]["precision"] == "fp32"
+    assert settings().train.precision == "fp32"
     layer = torch.nn.Conv2d(3, 4, 3)
     x = torch.rand(2, 3, 8, 8)
     with autocast(torch.device("cpu"), "fp32"):
@@ -45,15 +38,14 @@ def test_precision_default_is_fp32_and_bf16_autocasts_the_forward_pass(repo_root
 )
 def test_bad_settings_are_one_clear_error(repo_root, override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-        config.validate(_cfg(repo_root, override))
+        settings(override)
 
 
 def test_bad_precision_on_the_command_line_exits_2_before_any_run(
     repo_root, tiny_prepared, tmp_path
 ):
     cmd = [
-        sys.executable,
-        str(repo_root / "pipelines" / "train.py"),
+        *stage_command("train"),
         "train.precision=fp16",
         f"paths.prepared={tiny_prepared}",
         f"paths.models={tmp_path / 'models'}",
@@ -72,8 +64,7 @@ def test_bad_precision_on_the_command_line_exits_2_before_any_run(
 def test_bf16_trains_a_usable_model(repo_root, tiny_prepared, tmp_path):
     summaries = {}
     for precision in ("fp32", "bf16"):
-        cfg = _cfg(
-            repo_root,
+        cfg = settings(
             f"paths.prepared={tiny_prepared}",
             f"paths.models={tmp_path / precision}",
             "tracking=none",
@@ -93,14 +84,14 @@ def test_bf16_trains_a_usable_model(repo_root, tiny_prepared, tmp_path):
 
 def test_debug_experiment_is_small_and_writes_only_under_outputs_debug(repo_root, monkeypatch):
     monkeypatch.setenv("TMPDIR", "/some/tmp")
-    cfg = _cfg(repo_root, "experiment=debug")
-    assert cfg["data"]["n_patients"] == 4 and cfg["train"]["epochs"] == 1
-    assert cfg["data"]["image_size"] == 32
-    assert cfg["tracking"]["uri"] == "sqlite:////some/tmp/segloss_debug.db"
-    written = [cfg["data"]["root"], *cfg["paths"].values()]
+    cfg = settings("experiment=debug")
+    assert cfg.data.n_patients == 4 and cfg.train.epochs == 1
+    assert cfg.data.image_size == 32
+    assert cfg.tracking.uri == "sqlite:////some/tmp/segloss_debug.db"
+    written = [cfg.data.root, *plain(cfg.paths).values()]
     assert all(path.startswith("outputs/debug/") for path in written), written
 
 
 def test_tracking_none_composes_to_no_store(repo_root):
-    tracking = _cfg(repo_root, "tracking=none")["tracking"]
-    assert tracking["uri"] is None and tracking["log_model"] is False
+    tracking = settings("tracking=none").tracking
+    assert tracking.uri is None and tracking.log_model is False

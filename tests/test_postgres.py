@@ -26,6 +26,7 @@ import mlflow
 import pandas as pd
 import pytest
 from conftest import wait_for_http
+from helpers import stage_command
 
 from segloss import tracking
 from segloss.tracking.records import Dataset
@@ -135,8 +136,7 @@ def mlflow_server(backend: str, artifacts: Path, log: Path) -> Iterator[str]:
 
 def sweep(tmp: Path, prepared: Path, uri: str, n_jobs: int, losses: str, seeds: str, epochs: int):
     cmd = [
-        sys.executable,
-        str(REPO / "pipelines" / "train.py"),
+        *stage_command("train"),
         "-m",
         "hydra/launcher=joblib",
         f"hydra.launcher.n_jobs={n_jobs}",

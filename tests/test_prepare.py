@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from helpers import cv_config, data_config, stage_command
 from test_data_kaggle import write_fake_patient
 
 from segloss.data.preparation import normalise, prepare, resize
@@ -39,7 +39,12 @@ def synthetic_cfg(cache: Path, **overrides) -> dict:
 @pytest.fixture(scope="module")
 def prepared_synthetic(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("prep")
-    result = prepare(synthetic_cfg(base / "cache"), base / "prepared", base / "reports", CV)
+    result = prepare(
+        data_config(synthetic_cfg(base / "cache")),
+        base / "prepared",
+        base / "reports",
+        cv_config(CV),
+    )
     assert result.generated and result.prepared == base / "prepared"
     return base
 
@@ -77,7 +82,9 @@ def test_data_card(prepared_synthetic: Path):
 
 def test_second_run_reuses_the_generated_data(prepared_synthetic: Path):
     base = prepared_synthetic
-    result = prepare(synthetic_cfg(base / "cache"), base / "again", base / "reports2", CV)
+    result = prepare(
+        data_config(synthetic_cfg(base / "cache")), base / "again", base / "reports2", cv_config(CV)
+    )
     assert not result.generated
     assert load_meta(base / "again")["data_hash"] == load_meta(base / "prepared")["data_hash"]
 
@@ -96,7 +103,7 @@ def test_masks_stay_binary_and_normalisation_uses_the_percentile_window():
 
 def test_real_sample(lgg_sample: Path, tmp_path: Path):
     cfg = LGG | {"root": str(lgg_sample), "image_size": 64}
-    result = prepare(cfg, tmp_path / "prepared", tmp_path / "reports", CV)
+    result = prepare(data_config(cfg), tmp_path / "prepared", tmp_path / "reports", cv_config(CV))
     manifest = load_manifest(result.prepared)
     assert len(manifest) == 238
     folders = sorted(p.name for p in (lgg_sample / "kaggle_3m").iterdir() if p.is_dir())
@@ -120,7 +127,12 @@ def test_real_sample(lgg_sample: Path, tmp_path: Path):
 )
 def test_bad_settings_fail_before_anything_is_written(tmp_path: Path, overrides, setting):
     with pytest.raises(ConfigError, match=setting.replace(".", r"\.")):
-        prepare(synthetic_cfg(tmp_path / "c", **overrides), tmp_path / "out", tmp_path / "r", CV)
+        prepare(
+            data_config(synthetic_cfg(tmp_path / "c", **overrides)),
+            tmp_path / "out",
+            tmp_path / "r",
+            cv_config(CV),
+        )
     assert not (tmp_path / "out").exists() and not (tmp_path / "c").exists()
 
 
@@ -130,14 +142,13 @@ def test_bad_file_leaves_no_prepared_folder(tmp_path: Path):
     bad.write_bytes(b"II*\x00")
     cfg = LGG | {"root": str(tmp_path), "image_size": 8}
     with pytest.raises(DataError, match="TCGA_XX_0002_20000101_3.tif"):
-        prepare(cfg, tmp_path / "prepared", tmp_path / "reports", CV)
+        prepare(data_config(cfg), tmp_path / "prepared", tmp_path / "reports", cv_config(CV))
     assert not (tmp_path / "prepared").exists()
 
 
 def _entry_point(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     cmd = [
-        sys.executable,
-        "pipelines/prepare.py",
+        *stage_command("prepare"),
         f"paths.prepared={tmp_path / 'prepared'}",
         f"paths.reports={tmp_path / 'reports'}",
         f"hydra.run.dir={tmp_path / 'hydra'}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -11,9 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from helpers import settings
 from statsmodels.stats.multitest import multipletests
 from test_evaluation import EVAL_CFG, write_checkpoint
 
@@ -27,11 +26,7 @@ from segloss.report.verdict import build_verdict
 from segloss.report.wording import headline, metric_trust, outcome
 from segloss.stats import VERDICTS
 
-with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-    SETTINGS = OmegaConf.to_container(compose("config").report, resolve=True) | {
-        "overlay_count": 3,
-        "dpi": 40,
-    }
+SETTINGS = dataclasses.replace(settings().report, overlay_count=3, dpi=40)
 N_FIGURES = 9  # without the paired figure (needs a comparison) and the CD diagram (3+ losses)
 
 
@@ -85,8 +80,8 @@ def test_report_renders_every_section_and_figure(tiny_prepared, tmp_path, losses
         assert comparison["variant"] == expected
     for loss in losses:  # a row of the calibration table
         assert re.search(rf"^\| {loss} \({variants[loss]}\) +\|", markdown, re.MULTILINE)
-    assert "ci95" not in verdict and verdict["margin"] == SETTINGS["margin"]
-    assert f"±{SETTINGS['margin']:g}" in markdown
+    assert "ci95" not in verdict and verdict["margin"] == SETTINGS.margin
+    assert f"±{SETTINGS.margin:g}" in markdown
     if len(losses) == 1:
         assert verdict["verdict"] is None and verdict["comparisons"] == []
         assert "no comparison possible" in verdict["reason"]
@@ -165,7 +160,7 @@ def test_a_better_inside_the_margin_says_so():
     verdict = build_verdict(study({"bce": 0.0, "bce_dice": 0.01}, noise=0.001), SETTINGS)
     assert verdict["verdict"] == "better"
     low, high = verdict["ci"]
-    assert low > 0 and high < SETTINGS["margin"]
+    assert low > 0 and high < SETTINGS.margin
     assert "inside the pre-set ±0.02 margin" in outcome(verdict)
 
 

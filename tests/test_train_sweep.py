@@ -7,12 +7,12 @@ Each subprocess pays the torch/mlflow imports (~5-10 s), so every case uses 1 ep
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+from helpers import stage_command
 from hydra import compose, initialize_config_dir
 
 from segloss.models import load_checkpoint
@@ -36,8 +36,7 @@ def run_train(repo: Path, tmp: Path, prepared: Path, *args: str) -> subprocess.C
     ]
     given = {a.split("=")[0] for a in args}
     cmd = [
-        sys.executable,
-        str(repo / "pipelines" / "train.py"),
+        *stage_command("train"),
         *args,
         *(b for b in base if b.split("=")[0] not in given),
     ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import settings
 from hydra.errors import MissingConfigException
-from omegaconf import OmegaConf
 
 from segloss import tracking
+from segloss.config import Config
+from segloss.config.train import Augment
 from segloss.data.prepared import MissingPreparedData
 from segloss.errors import ConfigError
 from segloss.models import load_checkpoint
@@ -24,23 +26,23 @@ from segloss.training.divergence import check_diverged
 from segloss.training.epoch import epoch_batches
 from segloss.training.loop import make_scheduler
 
+TRAIN = settings().train  # the default training settings, for the loop's parts
+
 
 @pytest.fixture
-def make_cfg(repo_root, tiny_prepared, tmp_path):
-    """The composed config for the tiny data, writing into tmp_path; extra overrides allowed."""
+def make_cfg(tiny_prepared, tmp_path):
+    """The settings for the tiny data, writing into tmp_path; extra overrides allowed."""
 
-    def make(*overrides: str, models: str = "models") -> dict:
-        base = [
+    def make(*overrides: str, models: str = "models") -> Config:
+        return settings(
             f"paths.prepared={tiny_prepared}",
             f"paths.models={tmp_path / models}",
             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
             "tracking.log_model=false",
             "train.epochs=2",
             "train.num_threads=1",
-        ]
-        with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=[*base, *overrides])
-        return OmegaConf.to_container(cfg, resolve=True)
+            *overrides,
+        )
 
     return make
 
@@ -54,17 +56,17 @@ def test_same_seed_gives_same_history_and_weights(make_cfg, tmp_path):
     assert list(histories[0].columns) == HISTORY_COLUMNS
     assert len(histories[0]) == 2
     pd.testing.assert_frame_equal(*(h.drop(columns="seconds") for h in histories))
-    (model_a, ckpt_a), (model_b, _) = (load_checkpoint(r["model_path"]) for r in (first, second))
+    (model_a, ckpt_a), (model_b, _) = (load_checkpoint(r.model_path) for r in (first, second))
     for key, value in model_a.state_dict().items():
         assert torch.equal(value, model_b.state_dict()[key]), key
-    assert ckpt_a["best_epoch"] == first["best_epoch"]
+    assert ckpt_a["best_epoch"] == first.best_epoch
     assert ckpt_a["best_val_dice"] == pytest.approx(histories[0]["val_dice"].max())
     assert ckpt_a["config"]["loss"]["name"] == "bce_dice" and ckpt_a["config"]["seed"] == 3
     assert set(ckpt_a["data"]) == {"image_size", "data_hash", "splits", "source", "fold"}
-    assert ckpt_a["mlflow_run_id"] == first["mlflow_run_id"]
+    assert ckpt_a["mlflow_run_id"] == first.mlflow_run_id
     assert ckpt_a["mlflow_parent_run_id"] is None
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert tracking.run_status(uri, first["mlflow_run_id"]) == "FINISHED"
+    assert tracking.run_status(uri, first.mlflow_run_id) == "FINISHED"
 
 
 @pytest.mark.parametrize(
@@ -114,22 +116,24 @@ def test_augment_keeps_masks_binary_and_images_in_range():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(8, 3, 32, 32)
     y = (torch.rand(8, 1, 32, 32) > 0.7).float()
-    aug = {"hflip": 0.5, "vflip": 0.5, "rotate": 15, "scale": 0.1, "brightness": 0.1}
-    xa, ya = augment_batch(x, y, {**aug, "contrast": 0.1}, g)
+    aug = Augment(True, hflip=0.5, vflip=0.5, rotate=15, scale=0.1, brightness=0.1, contrast=0.1)
+    xa, ya = augment_batch(x, y, aug, g)
     assert xa.shape == x.shape and ya.shape == y.shape
     assert set(ya.unique().tolist()) <= {0.0, 1.0}
     assert xa.min() >= 0 and xa.max() <= 1
     assert xa.is_contiguous(memory_format=torch.channels_last)
     # per-sample: different images of one batch get different transforms
     same = torch.zeros(8, 3, 32, 32) + torch.linspace(0, 1, 32)
-    out, _ = augment_batch(same, torch.zeros(8, 1, 32, 32), {**aug, "contrast": 0.0}, g)
+    out, _ = augment_batch(
+        same, torch.zeros(8, 1, 32, 32), dataclasses.replace(aug, contrast=0.0), g
+    )
     assert not all(torch.allclose(out[0], out[i]) for i in range(1, 8))
 
 
 def test_identity_augmentation_is_exact():
     x = torch.rand(2, 3, 16, 16)
     y = (torch.rand(2, 1, 16, 16) > 0.5).float()
-    none = dict.fromkeys(("hflip", "vflip", "rotate", "scale", "brightness", "contrast"), 0.0)
+    none = Augment(True, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     xa, ya = augment_batch(x, y, none, torch.Generator().manual_seed(0))
     assert torch.allclose(xa, x, atol=1e-6) and torch.equal(ya, y)
 
@@ -140,7 +144,9 @@ def test_every_schedule_runs_any_number_of_steps(scheduler, total_steps):
     """Short runs (1 epoch of a few batches) must not break the schedule (OneCycle at 5 did)."""
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([param], lr=1e-3)
-    schedule = make_scheduler(optimizer, {"scheduler": scheduler, "lr": 1e-3}, total_steps)
+    schedule = make_scheduler(
+        optimizer, dataclasses.replace(TRAIN, scheduler=scheduler), total_steps
+    )
     for _ in range(total_steps):
         optimizer.step()
         schedule.step()
@@ -185,13 +191,13 @@ def test_same_fingerprint_is_reused_and_any_change_retrains(make_cfg, tmp_path):
     stamp = (out / "model.pt").stat().st_mtime_ns
     # tracking and paths do not change the weights: reused, nothing logged
     again = train(make_cfg("loss=dice", "train.epochs=1", "tracking.log_model=true"))
-    assert again["reused"] and again["mlflow_run_id"] == first["mlflow_run_id"]
+    assert again.reused and again.mlflow_run_id == first.mlflow_run_id
     assert (out / "model.pt").stat().st_mtime_ns == stamp and len(_runs(tmp_path)) == 1
     # a loss option, or train.reuse=false, retrains
     changed = train(make_cfg("loss=dice", "train.epochs=1", "loss.smooth=2.0"))
-    assert "reused" not in changed and (out / "model.pt").stat().st_mtime_ns != stamp
+    assert not changed.reused and (out / "model.pt").stat().st_mtime_ns != stamp
     forced = train(make_cfg("loss=dice", "train.epochs=1", "loss.smooth=2.0", "train.reuse=false"))
-    assert "reused" not in forced and len(_runs(tmp_path)) == 3
+    assert not forced.reused and len(_runs(tmp_path)) == 3
     _, checkpoint = load_checkpoint(out / "model.pt")
     assert checkpoint["fingerprint"]["config"]["loss"]["smooth"] == 2.0
     assert "tracking" not in checkpoint["fingerprint"]["config"]
@@ -202,11 +208,11 @@ def test_changed_training_code_or_data_retrains(make_cfg, tmp_path, monkeypatch)
 
     train(make_cfg("loss=bce", "train.epochs=1"))
     monkeypatch.setattr("segloss.fingerprint.code_version", lambda: "edited")
-    assert "reused" not in train(make_cfg("loss=bce", "train.epochs=1"))
-    assert train(make_cfg("loss=bce", "train.epochs=1"))["reused"]
+    assert not train(make_cfg("loss=bce", "train.epochs=1")).reused
+    assert train(make_cfg("loss=bce", "train.epochs=1")).reused
     real = settings.load_meta
     monkeypatch.setattr(settings, "load_meta", lambda d: {**real(d), "data_hash": "other"})
-    assert "reused" not in train(make_cfg("loss=bce", "train.epochs=1"))
+    assert not train(make_cfg("loss=bce", "train.epochs=1")).reused
 
 
 def test_code_version_covers_every_module_training_imports():
@@ -230,8 +236,8 @@ def test_training_imports_no_mlflow_and_untracked_records_nothing(make_cfg, tmp_
     from segloss.training import train as untracked_train
 
     summary = untracked_train(make_cfg("loss=bce", "train.epochs=1"))
-    _, checkpoint = load_checkpoint(summary["model_path"])
-    assert summary["mlflow_run_id"] is None and checkpoint["mlflow_parent_run_id"] is None
+    _, checkpoint = load_checkpoint(summary.model_path)
+    assert summary.mlflow_run_id is None and checkpoint["mlflow_parent_run_id"] is None
     assert "mlflow_model_id" not in checkpoint and not (tmp_path / "mlflow.db").exists()
 
 
@@ -242,9 +248,9 @@ def test_fingerprint_stamp_decides_reuse_without_torch_and_is_never_trusted_alon
 
     cfg = make_cfg("loss=bce", "train.epochs=1")
     first = train(cfg)
-    out = tmp_out = Path(first["model_path"]).parent
+    out = tmp_out = Path(first.model_path).parent
     quick = quick_reuse(cfg)
-    assert quick["reused"] and quick["mlflow_run_id"] == first["mlflow_run_id"]
+    assert quick.reused and quick.mlflow_run_id == first.mlflow_run_id
     assert quick_reuse(make_cfg("loss=bce", "train.epochs=2")) is None  # other config
     assert quick_reuse(make_cfg("loss=bce", "train.epochs=1", "train.reuse=false")) is None
     (tmp_out / "model.pt").write_bytes((out / "model.pt").read_bytes() + b"x")
@@ -253,9 +259,9 @@ def test_fingerprint_stamp_decides_reuse_without_torch_and_is_never_trusted_alon
     assert quick_reuse(cfg) is None
 
 
-def _settings(**overrides) -> dict:
+def _settings(**overrides):
     t = {"batch_size": 4, "sampling": "uniform", "uniform_share": 0.1, "samples_per_epoch": None}
-    return t | overrides
+    return dataclasses.replace(TRAIN, **(t | overrides))
 
 
 def test_uniform_sampling_is_the_shuffled_pass_it_replaces():
@@ -288,11 +294,11 @@ def test_validation_every_k_epochs_keeps_the_best_validated_epoch(make_cfg, tmp_
     result = train(make_cfg("loss=bce", "train.epochs=3", "train.val_every=2"))
     history = pd.read_csv(tmp_path / "models" / "bce" / "seed0" / "history.csv")
     assert history["val_dice"].isna().tolist() == [True, False, False]  # 2 and the last
-    assert result["best_epoch"] in (2, 3) and not history["train_loss"].isna().any()
+    assert result.best_epoch in (2, 3) and not history["train_loss"].isna().any()
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    steps = [m.step for m in client.get_metric_history(result["mlflow_run_id"], "val_dice")]
+    steps = [m.step for m in client.get_metric_history(result.mlflow_run_id, "val_dice")]
     assert steps == [2, 3]
-    run = client.get_run(result["mlflow_run_id"])
+    run = client.get_run(result.mlflow_run_id)
     assert run.data.params["train.val_every"] == "2"
 
 
@@ -301,9 +307,7 @@ def test_validation_every_k_epochs_keeps_the_best_validated_epoch(make_cfg, tmp_
 )
 def test_the_mlflow_run_names_the_loss_variant(make_cfg, tmp_path, loss, variant):
     result = train(make_cfg(f"loss={loss}", "train.epochs=1"))
-    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(
-        result["mlflow_run_id"]
-    )
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.mlflow_run_id)
     assert run.data.tags["loss_variant"] == variant
     assert run.info.run_name == f"{loss} ({variant}) seed0"
     assert run.data.params.get("loss.reduction") == (None if loss == "bce" else variant)
@@ -312,9 +316,7 @@ def test_the_mlflow_run_names_the_loss_variant(make_cfg, tmp_path, loss, variant
 def test_a_second_factors_level_is_in_the_run_name_and_tags(make_cfg, tmp_path):
     cfg = make_cfg("loss=bce", "train.epochs=1", "factor=train.sampling", "train.sampling=uniform")
     result = train(cfg)
-    assert Path(result["model_path"]).parents[2].name == "sampling_uniform"
-    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(
-        result["mlflow_run_id"]
-    )
+    assert Path(result.model_path).parents[2].name == "sampling_uniform"
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.mlflow_run_id)
     assert run.info.run_name == "bce (pixel) sampling=uniform seed0"
     assert run.data.tags["sampling"] == "uniform"

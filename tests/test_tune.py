@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
+from helpers import stage_command
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -34,8 +34,7 @@ def test_tuning_sweep_picks_a_rate_per_loss_and_experiment_tuned_uses_it(
 ):
     out = tmp_path / "conf" / "tuned" / "lr.yaml"
     cmd = [
-        sys.executable,
-        str(repo_root / "pipelines" / "tune.py"),
+        *stage_command("tune"),
         f"paths.prepared={tiny_prepared}",
         f"paths.reports={tmp_path / 'reports'}",
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",

@@ -3,7 +3,8 @@
 Importing this module (every entry point does) registers the config schemas
 (:func:`segloss.config.register`), the ``segloss_folds`` resolver, and makes Hydra report a
 composition error (an unknown key or group option, a wrong type) as one ``error:`` line with
-exit status 2, as :func:`one_line_errors` does for a :class:`SeglossError`.
+exit status 2, as :func:`one_line_errors` does for a :class:`SeglossError`. :func:`stage`
+turns an entry point's composed config into the typed settings, once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from omegaconf import DictConfig, OmegaConf
 
 from segloss import config, hydra_private
 from segloss.data.folds import register_resolver
@@ -74,8 +77,7 @@ hydra_private.wrap_run_and_report(_one_line_composition_errors)
 
 
 def one_line_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Check the composed config (:func:`segloss.config.validate`: every range check), then
-    run ``fn``; a :class:`SeglossError` is printed as ``error: <message>``, exit status 2.
+    """``fn`` with a :class:`SeglossError` printed as ``error: <message>``, exit status 2.
 
     Apply it under ``@hydra.main`` so Hydra's long traceback is kept for real bugs only.
     """
@@ -83,8 +85,6 @@ def one_line_errors(fn: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            if args:
-                config.validate(args[0])
             return fn(*args, **kwargs)
         except SeglossError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -93,14 +93,29 @@ def one_line_errors(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def print_config(cfg: Any, title: str = "config") -> None:
+def stage(fn: Callable[[config.Config], T]) -> Callable[[DictConfig], T]:
+    """An entry point taking the typed settings: under ``@hydra.main``, the composed config
+    is checked and built into :class:`segloss.config.Config` once (every range check), printed
+    as a tree with ``print_config``, and ``fn(settings)`` runs with one-line errors."""
+
+    @functools.wraps(fn)
+    @one_line_errors
+    def main(cfg: DictConfig) -> T:
+        settings = config.validate(cfg)
+        if settings.print_config:
+            print_config(cfg)
+        return fn(settings)
+
+    return main
+
+
+def print_config(cfg: DictConfig, title: str = "config") -> None:
     """Print the composed config as a tree (rich), as lightning-hydra-template does: one
     branch per top-level group, its settings as YAML. Interpolations are resolved where they
     can be (``${now:...}`` and the like stay as written)."""
     import rich
     import rich.syntax
     import rich.tree
-    from omegaconf import OmegaConf
 
     tree = rich.tree.Tree(title, style="bold")
     for key in cfg:
@@ -117,9 +132,7 @@ def print_config(cfg: Any, title: str = "config") -> None:
     rich.print(tree)
 
 
-def _resolvable(node: Any) -> bool:
-    from omegaconf import OmegaConf
-
+def _resolvable(node: DictConfig) -> bool:
     try:
         OmegaConf.to_container(node, resolve=True)
     except Exception:

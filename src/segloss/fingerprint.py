@@ -15,12 +15,17 @@ fingerprint itself, which decides when the stamp is missing or stale.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from segloss.config import Config, plain
+
+Json = dict[str, object]  # a JSON object (meta.json, fingerprint.json, a run summary)
 
 # Config keys that do not change the trained weights: left out of the fingerprint, so logging
 # elsewhere or evaluating differently reuses a model (``data``: covered by the data hash).
@@ -36,6 +41,28 @@ NOT_FINGERPRINTED = (
     "factor",
 )
 STAMP = "fingerprint.json"
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What one training job produced (a Hydra job's return value); ``fingerprint.json``
+    keeps it less ``seconds`` and ``reused``."""
+
+    loss: str
+    seed: int
+    fold: int | None
+    best_epoch: int
+    best_val_dice: float
+    epochs_run: int
+    model_path: str
+    mlflow_run_id: str | None
+    seconds: float = 0.0
+    reused: bool = False
+
+    def stamped(self) -> Json:
+        """The summary as ``fingerprint.json`` holds it."""
+        kept = dataclasses.asdict(self)
+        return {k: v for k, v in kept.items() if k not in ("seconds", "reused")}
 
 
 def _source(name: str) -> Path | None:
@@ -84,22 +111,16 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def fingerprint(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved config (less :data:`NOT_FINGERPRINTED` and ``train.reuse``), the prepared
-    data's hash and the training code's version."""
-    config = {k: v for k, v in cfg.items() if k not in NOT_FINGERPRINTED}
+def fingerprint(settings: Config, meta: Mapping[str, object]) -> Json:
+    """The settings (less :data:`NOT_FINGERPRINTED` and ``train.reuse``), the prepared data's
+    hash and the training code's version."""
+    config = {k: v for k, v in plain(settings).items() if k not in NOT_FINGERPRINTED}
     config["train"] = {k: v for k, v in config["train"].items() if k != "reuse"}
     return {"config": config, "data_hash": meta.get("data_hash"), "code_version": code_version()}
 
 
-def fingerprint_hash(fp: Mapping[str, Any]) -> str:
+def fingerprint_hash(fp: Mapping[str, object]) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def fold_of(cfg: Mapping[str, Any]) -> int | None:
-    """``cv.fold`` (None without cross-validation)."""
-    fold = (cfg.get("cv") or {}).get("fold")
-    return None if fold is None else int(fold)
 
 
 def factor_setting(key: str) -> str:
@@ -123,15 +144,14 @@ def level_prefix(value: str | None) -> str:
     return "" if value is None else f"{value}_"
 
 
-def factor_level(cfg: Mapping[str, Any]) -> tuple[str, str] | None:
+def factor_level(settings: Config) -> tuple[str, str] | None:
     """The job's level of the sweep's second factor (config ``factor``, e.g. ``train.sampling``)
     as ``(setting, value)``: ``("sampling", "uniform")``; None without a second factor."""
-    key = cfg.get("factor")
-    if not key:
+    if not settings.factor:
         return None
-    group, setting = key.split(".")
-    value = cfg[group][setting]
-    return factor_setting(key), str(value).lower() if isinstance(value, bool) else str(value)
+    group, setting = settings.factor.split(".")
+    value = getattr(getattr(settings, group), setting)
+    return setting, str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def factor_columns(columns: Iterable[str]) -> list[str]:
@@ -141,14 +161,14 @@ def factor_columns(columns: Iterable[str]) -> list[str]:
     return columns[: columns.index("loss")] if "loss" in columns else []
 
 
-def output_dir(cfg: Mapping[str, Any]) -> Path:
+def output_dir(settings: Config) -> Path:
     """``<paths.models>/<loss>/seed<k>``, and ``/fold<f>`` with cross-validation; under
     ``<paths.models>/<setting>_<value>/`` with a second factor (:func:`factor_level`)."""
-    out = Path(cfg["paths"]["models"])
-    if (level := factor_level(cfg)) is not None:
+    out = Path(settings.paths.models)
+    if (level := factor_level(settings)) is not None:
         out /= level_folder(*level)
-    out = out / cfg["loss"]["name"] / f"seed{cfg['seed']}"
-    fold = fold_of(cfg)
+    out = out / settings.loss.name / f"seed{settings.seed}"
+    fold = settings.cv.fold
     return out if fold is None else out / f"fold{fold}"
 
 
@@ -160,25 +180,29 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_stamp(out: Path, fp_hash: str, summary: Mapping[str, Any]) -> None:
+def write_stamp(out: Path, fp_hash: str, summary: TrainSummary) -> None:
     """Write ``out/fingerprint.json`` for the ``model.pt`` now in ``out`` (atomically)."""
     from segloss.io import write_json
 
     model = out / "model.pt"
-    stamp = {"fingerprint_hash": fp_hash, "model_sha256": _sha256(model), "summary": summary}
+    stamp = {
+        "fingerprint_hash": fp_hash,
+        "model_sha256": _sha256(model),
+        "summary": summary.stamped(),
+    }
     write_json(stamp, out / STAMP)
 
 
-def quick_reuse(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The summary of an up-to-date model for ``cfg``, decided from ``fingerprint.json`` and
+def quick_reuse(settings: Config) -> TrainSummary | None:
+    """The summary of an up-to-date model for ``settings``, decided from ``fingerprint.json`` and
     ``meta.json`` alone; None when that cannot tell (the training code then checks the
     checkpoint itself, or trains). ``model.pt`` must hash to what the stamp recorded, so a
     stamp left beside another model is never believed."""
-    if not cfg["train"]["reuse"]:
+    if not settings.train.reuse:
         return None
-    out = output_dir(cfg)
+    out = output_dir(settings)
     try:
-        meta = json.loads((Path(cfg["paths"]["prepared"]) / "meta.json").read_text())
+        meta = json.loads((Path(settings.paths.prepared) / "meta.json").read_text())
         stamp = json.loads((out / STAMP).read_text())
     except (OSError, ValueError):
         return None
@@ -187,11 +211,15 @@ def quick_reuse(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     model, history = out / "model.pt", out / "history.csv"
     if not (model.is_file() and history.is_file()):
         return None
-    if stamp.get("fingerprint_hash") != fingerprint_hash(fingerprint(cfg, meta)):
+    if stamp.get("fingerprint_hash") != fingerprint_hash(fingerprint(settings, meta)):
         return None
     if stamp.get("model_sha256") != _sha256(model):
         return None
-    return {**stamp.get("summary", {}), "model_path": str(model), "seconds": 0.0, "reused": True}
+    try:
+        summary = TrainSummary(**stamp.get("summary", {}))
+    except TypeError:  # a stamp of another version: the checkpoint decides
+        return None
+    return dataclasses.replace(summary, model_path=str(model), reused=True)
 
 
 def remove_stamp(out: Path) -> None:

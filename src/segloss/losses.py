@@ -12,15 +12,14 @@ positives; see README "Losses and metrics" for each loss's empty-target behaviou
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import asdict
 
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segloss.config.loss import BCEDice, Dice, LossConfig, Lovasz, Tversky
 from segloss.errors import ConfigError
 
 REDUCTIONS = ("image", "batch")
@@ -183,17 +182,17 @@ class LovaszLoss(LogitLoss):
         return self.inner(logits, target)
 
 
-def loss_variant(loss_cfg: Mapping[str, Any]) -> str:
+def loss_variant(settings: LossConfig) -> str:
     """How a loss averages over the batch, the word tables and runs show beside its name.
 
     ``batch``: soft counts pooled over the whole batch (the article's Dice); ``image``: the
     mean of each image's own value; ``pixel``: a mean over every pixel (BCE, focal), which has
     no per-image or pooled form. Lovasz: ``image`` when ``per_image``, else ``batch``.
     """
-    if "reduction" in loss_cfg:
-        return str(loss_cfg["reduction"])
-    if "per_image" in loss_cfg:
-        return "image" if loss_cfg["per_image"] else "batch"
+    if isinstance(settings, Dice | BCEDice | Tversky):
+        return settings.reduction
+    if isinstance(settings, Lovasz):
+        return "image" if settings.per_image else "batch"
     return "pixel"
 
 
@@ -202,24 +201,17 @@ def known_losses() -> dict[str, type[LogitLoss]]:
     return {f"{__name__}.{cls.__name__}": cls for cls in LogitLoss.__subclasses__()}
 
 
-def build_loss(loss_cfg: Mapping[str, Any]) -> nn.Module:
-    """The loss ``loss_cfg["_target_"]`` names, built with the other keys (less ``name``,
-    which labels the models' folder and the report's rows) as its options."""
-    options = {k: v for k, v in dict(loss_cfg).items() if k not in ("name", "_target_")}
-    name, target, known = loss_cfg.get("name"), loss_cfg.get("_target_"), known_losses()
+def build_loss(settings: LossConfig) -> nn.Module:
+    """The loss ``settings._target_`` names, built with the other settings (less ``name``,
+    which labels the models' folder and the report's rows) as its options (the schema,
+    :mod:`segloss.config.loss`, holds exactly the class's options)."""
+    options = {k: v for k, v in asdict(settings).items() if k not in ("name", "_target_")}
+    name, target, known = settings.name, settings._target_, known_losses()
     if target not in known:
         raise ConfigError(
             f"loss {name!r}: _target_ {target!r} is not a known loss; known: "
             f"{', '.join(known)} (conf/loss/<name>.yaml picks one)"
         )
-    accepted = inspect.signature(known[target]).parameters
-    if unknown := sorted(set(options) - set(accepted)):
-        raise ConfigError(
-            f"loss {name!r} has no option(s) {', '.join(unknown)}; it accepts: "
-            f"{', '.join(accepted) or 'none'}"
-        )
-    if missing := sorted(set(accepted) - set(options)):
-        raise ConfigError(f"loss {name!r}: option(s) {', '.join(missing)} not set")
     # The class itself, not hydra.utils.instantiate: that wraps a loss's own ConfigError
     # (smooth <= 0, ...) in an InstantiationException, which would lose the one-line error.
     return known[target](**options)

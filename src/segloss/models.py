@@ -9,19 +9,20 @@ read by :func:`load_checkpoint` (a usable model) or :func:`reusable` (is it up t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from segloss.config import ModelConfig
+from segloss.config import ModelConfig, from_mapping
 from segloss.errors import ConfigError, DataError, first_line
+from segloss.fingerprint import TrainSummary
 from segloss.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,10 @@ def smp_model(
 MODELS = {f"{__name__}.{f.__name__}": f for f in (smp_model,)}
 
 
-def build_model(model_cfg: Mapping[str, Any]) -> nn.Module:
-    """The model ``model_cfg["_target_"]`` names (:data:`MODELS`), built with the other keys
+def build_model(settings: ModelConfig) -> nn.Module:
+    """The model ``settings._target_`` names (:data:`MODELS`), built with the other settings
     (less ``name``, which labels the option) as its arguments."""
-    target = model_cfg.get("_target_")
+    target = settings._target_
     if target not in MODELS:
         raise ConfigError(
             f"model._target_ {target!r} is not a known model; known: {', '.join(MODELS)}"
@@ -73,7 +74,8 @@ def build_model(model_cfg: Mapping[str, Any]) -> nn.Module:
     # The function itself, not hydra.utils.instantiate: that wraps a ConfigError (an unknown
     # arch) in an InstantiationException, losing the one-line error, and would call whatever
     # a checkpoint names.
-    options = {k: v for k, v in dict(model_cfg).items() if k not in ("name", "_target_")}
+    options = dataclasses.asdict(settings)
+    options = {k: v for k, v in options.items() if k not in ("name", "_target_")}
     return MODELS[target](**options)
 
 
@@ -102,8 +104,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 def save_checkpoint(
     path: Path,
     state_dict: Mapping[str, torch.Tensor],
-    summary: Mapping[str, Any],
-    runs: Mapping[str, Any],
+    summary: Mapping[str, object],
+    runs: Mapping[str, str | None],
 ) -> None:
     """Write ``model.pt`` atomically: ``state_dict``, then ``summary``'s ``config``, ``data``,
     ``best_epoch``, ``best_val_dice``, ``fingerprint``, ``fingerprint_hash``, with the run ids
@@ -119,7 +121,7 @@ def save_checkpoint(
         torch.save(checkpoint, tmp)
 
 
-def reusable(out: Path, fp_hash: str) -> dict[str, Any] | None:
+def reusable(out: Path, fp_hash: str) -> TrainSummary | None:
     """The summary of ``out/model.pt`` if it was trained from the same fingerprint, else None.
 
     An unreadable or older-format checkpoint is not reusable (it is retrained and replaced).
@@ -134,18 +136,17 @@ def reusable(out: Path, fp_hash: str) -> dict[str, Any] | None:
         return None
     if checkpoint.get("fingerprint_hash") != fp_hash:
         return None
-    return {
-        "loss": checkpoint["config"]["loss"]["name"],
-        "seed": int(checkpoint["config"]["seed"]),
-        "fold": (checkpoint.get("data") or {}).get("fold"),
-        "best_epoch": checkpoint["best_epoch"],
-        "best_val_dice": checkpoint["best_val_dice"],
-        "epochs_run": len(pd.read_csv(history)),
-        "seconds": 0.0,
-        "model_path": str(path),
-        "mlflow_run_id": checkpoint.get("mlflow_run_id"),
-        "reused": True,
-    }
+    return TrainSummary(
+        loss=checkpoint["config"]["loss"]["name"],
+        seed=int(checkpoint["config"]["seed"]),
+        fold=(checkpoint.get("data") or {}).get("fold"),
+        best_epoch=checkpoint["best_epoch"],
+        best_val_dice=checkpoint["best_val_dice"],
+        epochs_run=len(pd.read_csv(history)),
+        model_path=str(path),
+        mlflow_run_id=checkpoint.get("mlflow_run_id"),
+        reused=True,
+    )
 
 
 def load_checkpoint(
@@ -169,7 +170,8 @@ def load_checkpoint(
         raise _unusable(path, "not a segloss checkpoint (no config/state_dict)")
     try:
         # Checkpoints saved before model._target_ existed were all built by the default one.
-        model = build_model({"_target_": ModelConfig._target_, **checkpoint["config"]["model"]})
+        settings = from_mapping(ModelConfig, checkpoint["config"]["model"], "model")
+        model = build_model(settings)
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise _unusable(path, f"weights do not fit its config ({first_line(exc)})") from None

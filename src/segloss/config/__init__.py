@@ -4,7 +4,7 @@ Types and defaults live in the dataclasses of this package (one module per group
 files under ``conf/`` select a schema (``defaults: [base_<name>, _self_]``) and override. A
 typo key or a wrong type fails at composition with Hydra's message; range checks are the
 schemas' ``__post_init__`` (``ConfigError`` naming the setting), run by :func:`validate`,
-which every stage calls through :func:`segloss.cli.one_line_errors`.
+which builds the typed settings once per entry point (:func:`segloss.cli.stage`).
 
 Registration: :func:`register` stores the schemas in Hydra's ConfigStore. It runs on import
 of :mod:`segloss.cli` and of the Hydra plugin ``hydra_plugins.segloss_config`` (Hydra imports
@@ -23,11 +23,12 @@ from segloss.config.data import (
     DataConfig,
     FolderData,
     LggData,
+    Normalise,
     SyntheticData,
     data_config,
 )
 from segloss.config.eval import EvalConfig
-from segloss.config.loss import LOSS_SCHEMAS, LossConfig
+from segloss.config.loss import LOSS_SCHEMAS, LossConfig, loss_config
 from segloss.config.model import ModelConfig
 from segloss.config.report import ReportConfig
 from segloss.config.root import GROUPS, Config, Paths
@@ -45,6 +46,7 @@ __all__ = [
     "LggData",
     "LossConfig",
     "ModelConfig",
+    "Normalise",
     "Paths",
     "ReportConfig",
     "SyntheticData",
@@ -52,6 +54,7 @@ __all__ = [
     "TrainConfig",
     "TuneConfig",
     "data_config",
+    "loss_config",
     "from_mapping",
     "is_set",
     "plain",
@@ -105,7 +108,5 @@ def _group(name: str, values: Mapping[str, Any] | None) -> Any:
     if name == "data":
         return data_config(values or {})
     if name == "loss":
-        by_target = {cls._target_: cls for cls in LOSS_SCHEMAS.values()}
-        chosen = by_target.get((values or {}).get("_target_"), LossConfig)
-        return from_mapping(chosen, values, "loss")
+        return loss_config(values)
     return from_mapping(GROUPS[name], values, name)

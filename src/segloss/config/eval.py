@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from omegaconf import MISSING
 
 from segloss.config.checks import int_at_least, is_number, require
@@ -25,6 +26,11 @@ class ThresholdGrid:
             "eval.threshold_grid must satisfy 0 < start <= stop < 1 and step > 0, "
             f"got start={start} stop={stop} step={step}",
         )
+
+    def values(self) -> tuple[float, ...]:
+        """The thresholds, rounded to 6 decimals (the grid's step adds float error)."""
+        grid = np.arange(self.start, self.stop + self.step / 2, self.step)
+        return tuple(np.round(grid, 6))
 
 
 @dataclass

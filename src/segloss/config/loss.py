@@ -6,9 +6,12 @@ checks of the options stay in the loss classes (they hold for a loss built in co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from omegaconf import MISSING
+
+from segloss.config.checks import from_mapping
 
 
 @dataclass
@@ -89,3 +92,10 @@ LOSS_SCHEMAS: dict[str, type[LossConfig]] = {
     "lovasz": Lovasz,
     "tversky": Tversky,
 }
+
+
+def loss_config(values: Mapping[str, object] | None) -> LossConfig:
+    """The validated ``loss`` settings of the schema whose ``_target_`` ``values`` names."""
+    by_target = {cls._target_: cls for cls in LOSS_SCHEMAS.values()}
+    chosen = by_target.get((values or {}).get("_target_"), LossConfig)
+    return from_mapping(chosen, values, "loss")

@@ -17,18 +17,17 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from segloss.config import CvConfig, from_mapping
+from segloss.config import CvConfig
 from segloss.errors import ConfigError
 
 ROLES = ("train", "val", "test")
 
 
-def check_cv(cfg: Mapping, n_patients: int | None = None) -> CvConfig:
-    """The ``cv`` config checked against its schema (:class:`segloss.config.CvConfig`) and,
-    given ``n_patients``, against the patients there are; ConfigError naming the setting."""
-    cv = from_mapping(CvConfig, cfg, "cv")
+def check_cv(cv: CvConfig, n_patients: int) -> None:
+    """The ``cv`` settings checked against the patients there are (ConfigError naming the
+    setting)."""
     folds = cv.folds
-    if n_patients is not None and folds > 1:
+    if folds > 1:
         if folds > n_patients:
             raise ConfigError(
                 f"cv.folds={folds} is more than the {n_patients} patients (groups of images)"
@@ -38,7 +37,6 @@ def check_cv(cfg: Mapping, n_patients: int | None = None) -> CvConfig:
                 f"cv.folds={folds} with {n_patients} patients leaves fewer than 2 patients "
                 "outside a test fold (one to train, one to validate)"
             )
-    return cv
 
 
 def ranking(burden: Mapping[str, float], strata: Mapping[str, str] | None = None):

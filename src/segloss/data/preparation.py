@@ -118,7 +118,7 @@ def _split(patients: Mapping, members: list[str]) -> PreparedSplit:
     )
 
 
-def _source(data: config.DataConfig, cv: Mapping, folds: int) -> tuple[Path, bool, float | None]:
+def _source(data: config.DataConfig, cv: config.CvConfig) -> tuple[Path, bool, float | None]:
     """``(folder to read, generated now, mm per native pixel or None)`` for ``data``."""
     download = isinstance(data, config.LggData) and data.download
     if not config.is_set(data.root) and not download:
@@ -134,7 +134,7 @@ def _source(data: config.DataConfig, cv: Mapping, folds: int) -> tuple[Path, boo
         return sources.resolve_root(data.root, data.cache, fetch=data.download), False, None
     settings = synthetic_settings(data)
     _check_size(data.image_size, settings.size, f"data.tiff_size={settings.size}")
-    if folds < 2:
+    if cv.folds < 2:
         split_counts(settings.n_patients, config.plain(data.split))  # before a long generation
     check_cv(cv, settings.n_patients)
     source_dir, generated = synthetic.generate(data.root, settings)
@@ -159,7 +159,7 @@ def _patients(
 
 
 def _read(
-    patients: Iterable[kaggle.Patient], size: int, norm: Mapping[str, float]
+    patients: Iterable[kaggle.Patient], size: int, norm: config.Normalise
 ) -> tuple[dict, pd.DataFrame]:
     """Every patient normalised and resized (``name -> (slices, images, masks, native
     masks)``) and the per-slice card table."""
@@ -167,26 +167,24 @@ def _read(
     for patient in patients:
         _check_size(size, min(patient.images.shape[1:3]), str(patient.files[0]))
         tables.append(card.slice_table(patient))
-        pixels = normalise(patient.images, float(norm["low"]), float(norm["high"]))
+        pixels = normalise(patient.images, float(norm.low), float(norm.high))
         small = resize(pixels, patient.masks, size)
         prepared[patient.name] = (patient.slices, *small, patient.masks)
     return prepared, pd.concat(tables, ignore_index=True)
 
 
 def prepare(
-    cfg: Mapping, prepared_dir: str | Path, reports_dir: str | Path, cv: Mapping
+    data: config.DataConfig,
+    prepared_dir: str | Path,
+    reports_dir: str | Path,
+    cv: config.CvConfig,
 ) -> PrepareResult:
-    """Run the whole stage for the ``data`` config ``cfg`` and the ``cv`` config (folds).
-
-    Both are checked against their schemas first (:mod:`segloss.config`): ranges, and the
-    shared data settings' defaults where ``cfg`` leaves them out.
-    """
+    """Run the whole stage for the ``data`` settings and the ``cv`` settings (folds)."""
     started = time.perf_counter()
-    data = config.data_config(cfg)
-    folds, val_fraction = check_cv(cv).folds, check_cv(cv).val_fraction
+    folds, val_fraction = cv.folds, cv.val_fraction
     size, seed = data.image_size, data.seed
-    fractions, norm = config.plain(data.split), config.plain(data.normalise)
-    source_dir, generated, spacing = _source(data, cv, folds)
+    fractions, norm = config.plain(data.split), data.normalise
+    source_dir, generated, spacing = _source(data, cv)
     generation = time.perf_counter() - started
     found, strata = _patients(data, source_dir)
     patients, slices = _read(found, size, norm)
@@ -201,7 +199,7 @@ def prepare(
         ),
         "seed": seed,
         "split_fractions": fractions,
-        "normalisation": NORMALISATION.format(size=size, **norm),
+        "normalisation": NORMALISATION.format(size=size, **config.plain(norm)),
         "calibration": stats,
         # mm per native pixel where the source knows it (synthetic), else null
         "pixel_spacing_mm": spacing,

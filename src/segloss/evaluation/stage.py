@@ -17,11 +17,11 @@ import pandas as pd
 import torch
 
 from segloss import scoring, stacks
+from segloss.config import EvalConfig, loss_config
 from segloss.data.prepared import load_meta, n_folds
 from segloss.evaluation.checkpoints import Checkpoint, find_checkpoints, load_models
 from segloss.evaluation.inference import FoldData, predict
 from segloss.evaluation.outputs import join_tables, save_predictions, write_tables
-from segloss.evaluation.settings import EvalSettings
 from segloss.evaluation.summary import summary_row
 from segloss.evaluation.tables import model_tables
 from segloss.fingerprint import factor_setting
@@ -61,7 +61,7 @@ def _score_model(
     model: torch.nn.Module,
     state: Mapping,
     data: FoldData,
-    settings: EvalSettings,
+    settings: EvalConfig,
     units: Mapping,
     device: torch.device,
     pred_dir: Path,
@@ -90,7 +90,7 @@ def _score_model(
     per_model = {
         **ids,
         # checkpoints written before variants were named hold a per-image Dice
-        "loss_variant": loss_variant(config["loss"]) if "loss" in config else None,
+        "loss_variant": loss_variant(loss_config(config["loss"])) if "loss" in config else None,
         "threshold": settings.threshold,
         "epochs": len(history),
         "best_epoch": state.get("best_epoch"),
@@ -109,7 +109,7 @@ def score_models(
     prepared_dir: str | os.PathLike,
     models_dir: str | os.PathLike,
     predictions_dir: str | os.PathLike,
-    eval_cfg: Mapping,
+    settings: EvalConfig,
     factor: str | None = None,
 ) -> Evaluation:
     """Score every checkpoint under ``models_dir``; write the predicted masks.
@@ -121,7 +121,6 @@ def score_models(
     by the setting (``sampling``).
     """
     setting = None if factor is None else factor_setting(factor)
-    settings = EvalSettings.from_mapping(eval_cfg)
     meta = load_meta(prepared_dir)
     units = scoring.units(meta, settings.nsd_tolerance)
     checkpoints = find_checkpoints(models_dir, folds=n_folds(meta) >= 2, factor=setting)
@@ -160,9 +159,9 @@ def evaluate(
     predictions_dir: str | os.PathLike,
     metrics_dir: str | os.PathLike,
     plots_dir: str | os.PathLike,
-    eval_cfg: Mapping,
+    settings: EvalConfig,
     factor: str | None = None,
 ) -> dict[str, Path]:
     """:func:`score_models` then :func:`write_outputs`, for callers that log nothing."""
-    evaluation = score_models(prepared_dir, models_dir, predictions_dir, eval_cfg, factor)
+    evaluation = score_models(prepared_dir, models_dir, predictions_dir, settings, factor)
     return write_outputs(evaluation, metrics_dir, plots_dir)

@@ -15,9 +15,9 @@ import pandas as pd
 
 from segloss import metrics, scoring, stacks
 from segloss.calibration import calibration_table, expected_calibration_error
+from segloss.config import EvalConfig
 from segloss.data.prepared import PreparedSplit
 from segloss.evaluation.inference import FoldData, Probabilities
-from segloss.evaluation.settings import EvalSettings
 from segloss.fingerprint import factor_columns
 
 ID_COLUMNS = ["loss", "seed", "fold", "patient", "slice"]
@@ -86,7 +86,7 @@ def model_tables(
     masks: np.ndarray,
     probs: Probabilities,
     data: FoldData,
-    settings: EvalSettings,
+    settings: EvalConfig,
     units: Mapping,
     ids: Mapping[str, object],
 ) -> ModelTables:
@@ -97,8 +97,9 @@ def model_tables(
         masks, data.target_test, test.patients, units["spacing"], units["tolerance"],
         (units["hd95"], units["nsd"]),
     )  # fmt: skip
-    curve_val = threshold_curve(probs.val, data.val, settings.thresholds, data.target_val)
-    curve_test = threshold_curve(probs.test, test, settings.thresholds, data.target_test)
+    thresholds = settings.threshold_grid.values()
+    curve_val = threshold_curve(probs.val, data.val, thresholds, data.target_val)
+    curve_test = threshold_curve(probs.test, test, thresholds, data.target_test)
     best = float(curve_val.loc[curve_val["dice_per_patient"].idxmax(), "threshold"])
     bins = calibration_table(probs.test, data.target_test, settings.calibration_bins)
     at_best = patient_dice_at(probs.test, test, best, data.target_test)

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from segloss import stacks
 from segloss.calibration import pool_calibration
+from segloss.config import ReportConfig
 from segloss.data import card
 from segloss.data.prepared import PreparedSplit, load_meta, load_tested
 from segloss.errors import SeglossError
@@ -130,7 +131,7 @@ def _overlays(
 def _figures(
     data: tables.Tables,
     verdict: Mapping[str, Any],
-    settings: Mapping[str, Any],
+    settings: ReportConfig,
     terciles: pd.DataFrame,
     overlays: Callable[[], Figure],
 ) -> dict[str, Figure]:
@@ -149,7 +150,7 @@ def _figures(
         "model_spread.png": figures.model_spread(
             per_model.assign(group=per_model["loss"], value=per_model["dice_per_patient"]),
             losses,
-            float(settings["collapse_dice"]),
+            settings.collapse_dice,
         ),
         "dice_by_size.png": figures.dice_by_size(terciles, losses),
         "reliability.png": figures.reliability(pool_calibration(data.calibration), ece, losses),
@@ -157,7 +158,7 @@ def _figures(
             data.thresholds, per_model, fixed, losses
         ),
     }
-    metric = settings["metric"]
+    metric = settings.metric
     if verdict["verdict"]:
         frames = {"per_image": data.per_image, "per_patient": data.per_patient}
         scores = patient_scores(*PATIENT_METRICS[metric][:2], frames)
@@ -172,13 +173,13 @@ def _figures(
             for loss, variant in verdict["loss_variants"].items()
         }
         plots["critical_difference.png"] = figures.critical_difference(
-            verdict["friedman"], float(settings["alpha"]), labels
+            verdict["friedman"], settings.alpha, labels
         )
     return plots
 
 
 def _verdict(
-    data: tables.Tables, meta: Mapping[str, Any], settings: Mapping[str, Any]
+    data: tables.Tables, meta: Mapping[str, Any], settings: ReportConfig
 ) -> dict[str, Any]:
     """The verdict with its headline sentence."""
     frames = {"per_image": data.per_image, "per_patient": data.per_patient}
@@ -188,7 +189,7 @@ def _verdict(
         str(meta.get("source", "unknown")),
         tables.training_regime(data.learning_curves),
         data.per_model.groupby("loss")["seed"].nunique().to_dict(),
-        float(settings["collapse_dice"]),
+        settings.collapse_dice,
     )
     return verdict | {"headline": headline}
 
@@ -223,7 +224,7 @@ def build_report(
     predictions_dir: str | os.PathLike,
     metrics_dir: str | os.PathLike,
     reports_dir: str | os.PathLike,
-    settings: Mapping[str, Any],
+    settings: ReportConfig,
     factor: Factor | None = None,
 ) -> BuiltReport:
     """Write ``report.md``, ``report.html``, ``figures/*.png`` and ``verdict.json`` under
@@ -251,7 +252,7 @@ def build_report(
         verdict["headline"] += " " + factorial.headline(verdict["interaction"], factor)
     shown = data.labelled()  # figures and tables name each loss with its variant
     terciles = tables.size_terciles(shown.per_image)
-    count = int(settings["overlay_count"])
+    count = settings.overlay_count
     prefix = level_prefix(None if factor is None else factor.reference)
     rgb = meta.get("source") == "folder"
     overlays = partial(
@@ -260,15 +261,15 @@ def build_report(
     fixed = float(data.per_model["threshold"].iloc[0])
     fields = {
         "fixed": fixed,
-        "metric": settings["metric"],
+        "metric": settings.metric,
         "candidate": wording.named(verdict, "candidate"),
         "baseline": wording.named(verdict, "baseline"),
     }
-    dpi = int(settings["dpi"])
+    dpi = settings.dpi
     drawn = _figures(shown, verdict, settings, terciles, overlays)
     if factor is not None:
         drawn["factor_spread.png"] = factorial.spread(
-            everything.labelled().per_model, factor, levels, float(settings["collapse_dice"])
+            everything.labelled().per_model, factor, levels, settings.collapse_dice
         )
     images = {
         name: Image(name, sections.CAPTIONS[name].format(**fields), _png(fig, dpi))

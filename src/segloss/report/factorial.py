@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from segloss.config import ReportConfig
 from segloss.errors import SeglossError
 from segloss.fingerprint import factor_setting
 from segloss.report import figures
@@ -84,15 +85,15 @@ def at_level(data: Tables, column: str, level: str) -> Tables:
 
 
 def factorial_verdict(
-    data: Tables, factor: Factor, levels: list[str], settings: Mapping[str, Any]
+    data: Tables, factor: Factor, levels: list[str], settings: ReportConfig
 ) -> dict[str, Any]:
     """verdict.json's ``interaction``: the candidate - baseline difference per level and
     their difference, each arm's collapse rates (with Fisher's test) and single-run risk."""
-    baseline, candidate, metric = settings["baseline"], settings["candidate"], settings["metric"]
+    baseline, candidate, metric = settings.baseline, settings.candidate, settings.metric
     column, source, higher = PATIENT_METRICS[metric]
     frames = {"per_image": data.per_image, "per_patient": data.per_patient}
     scores = patient_scores(column, source, frames, by=[factor.column])
-    alpha, margin = float(settings["alpha"]), float(settings["margin"])
+    alpha, margin = settings.alpha, settings.margin
     result = interaction(
         scores,
         factor.column,
@@ -107,7 +108,7 @@ def factorial_verdict(
     result["metric"] = metric
     for level in levels:
         per_model = at_level(data, factor.column, level).per_model
-        rates = collapse_rates(per_model, float(settings["collapse_dice"]), 1 - alpha)
+        rates = collapse_rates(per_model, settings.collapse_dice, 1 - alpha)
         result["per_level"][level] |= {
             "collapse": rates,
             "collapse_test": fisher_test(rates[baseline], rates[candidate]),

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from segloss.config import ReportConfig
 from segloss.report.tables import METRICS, loss_variants
 from segloss.stats import (
     crossed_verdict,
@@ -126,7 +127,7 @@ def agreement(per_model: pd.DataFrame) -> list[dict[str, Any]]:
 
 def metric_verdicts(
     tables: Mapping[str, pd.DataFrame],
-    settings: Mapping[str, Any],
+    settings: ReportConfig,
     candidates: Sequence[str],
     margins: Mapping[str, float],
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -155,13 +156,13 @@ def metric_verdicts(
     for loss in candidates:
         for name, (column, source, higher) in scored.items():
             frames = tables | tumour if name == "dice_tumour_slices" else tables
-            margin = margins.get(name, settings["margin"])
+            margin = margins.get(name, settings.margin)
             r = crossed_verdict(
                 patient_scores(column, source, frames),
-                settings["baseline"],
+                settings.baseline,
                 loss,
                 higher_is_better=higher,
-                alpha=float(settings["alpha"]),
+                alpha=settings.alpha,
                 margin=float(margin),
             )
             out.setdefault(loss, {})[name] = {
@@ -170,18 +171,18 @@ def metric_verdicts(
     return out
 
 
-def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any]) -> dict:
+def build_verdict(tables: Mapping[str, pd.DataFrame], settings: ReportConfig) -> dict:
     """verdict.json from the evaluation tables (``per_image``, ``per_patient``, ``per_model``).
 
     Where the primary comparison is impossible (one loss only, or the baseline or candidate
     absent), its numbers are null and ``reason`` says why; the other comparisons still run.
     """
-    baseline, candidate, metric = settings["baseline"], settings["candidate"], settings["metric"]
+    baseline, candidate, metric = settings.baseline, settings.candidate, settings.metric
     losses = list(dict.fromkeys(tables["per_model"]["loss"]))
     variants = loss_variants(tables["per_model"])
-    collapsed = collapsed_seeds(tables["per_model"], float(settings["collapse_dice"]))
+    collapsed = collapsed_seeds(tables["per_model"], settings.collapse_dice)
     specs = patient_metrics(tables)
-    margins = {**settings["margins"], metric: float(settings["margin"])}
+    margins = {**settings.margins, metric: settings.margin}
     margins |= {name: margins[name.split("_")[0]] for name in specs if name not in margins}
 
     def compare(loss: str, name: str, spec=None, drop=()) -> dict[str, Any]:
@@ -193,9 +194,9 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
             loss,
             metric=name,
             higher_is_better=higher,
-            alpha=float(settings["alpha"]),
+            alpha=settings.alpha,
             margin=float(margins[name]),
-            seed=int(settings["seed"]),
+            seed=settings.seed,
             drop_seeds=drop,
         )
 
@@ -220,13 +221,13 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: Mapping[str, Any
     comparisons = [c | {"p_holm": q} for c, q in zip(secondary, adjusted, strict=True)]
 
     score_table = patient_scores(*PATIENT_METRICS[metric][:2], tables)
-    level = 1 - float(settings["alpha"])
-    rates = collapse_rates(tables["per_model"], float(settings["collapse_dice"]), level)
+    level = 1 - settings.alpha
+    rates = collapse_rates(tables["per_model"], settings.collapse_dice, level)
     extra = _overview(score_table, tables["per_model"], losses) | {
         "loss_variants": variants,
         "comparisons": comparisons,
         "collapse": rates,
-        "collapse_dice": float(settings["collapse_dice"]),
+        "collapse_dice": settings.collapse_dice,
         "collapse_test": fisher_test(rates[baseline], rates[candidate]) if has_primary else None,
         "metric_agreement": agreement(tables["per_model"]),
     }
@@ -255,13 +256,13 @@ def _overview(scores: pd.DataFrame, per_model: pd.DataFrame, losses: list[str]) 
 
 def _without_primary(
     tables: Mapping[str, pd.DataFrame],
-    settings: Mapping[str, Any],
+    settings: ReportConfig,
     losses: list[str],
     collapsed: Mapping[str, list[int]],
     variants: Mapping[str, str | None],
 ) -> dict[str, Any]:
     """The primary comparison's fields, null, with the ``reason`` it is impossible."""
-    baseline, candidate, metric = settings["baseline"], settings["candidate"], settings["metric"]
+    baseline, candidate, metric = settings.baseline, settings.candidate, settings.metric
     if len(losses) < 2:
         reason = f"only one loss was evaluated ({', '.join(losses)}): no comparison possible"
     else:
@@ -279,8 +280,8 @@ def _without_primary(
         "higher_is_better": PATIENT_METRICS[metric][2],
         "mean_difference": None,
         "ci": None,
-        "ci_level": 1 - float(settings["alpha"]),
-        "margin": float(settings["margin"]),
+        "ci_level": 1 - settings.alpha,
+        "margin": settings.margin,
         "verdict": None,
         "p_value": None,
         "p_holm": None,

@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from segloss import processes
 from segloss.cli import one_line_errors
+from segloss.config import validate
 from segloss.errors import ConfigError
-from segloss.sweep.jobs import job_configs, job_overrides, plain_config, prune_models
+from segloss.sweep.jobs import job_configs, job_overrides, prune_models
 from segloss.sweep.progress import PROGRESS_ENV, SweepProgress
 from segloss.sweep.worker import ENTRY_POINT, LAUNCHER_ENV, PARENT_RUN_FILE
 
@@ -71,15 +72,14 @@ class MlflowSweepCallback(Callback):
     def _start(self, config: DictConfig) -> None:
         from segloss.sweep.tracked import preflight  # torch and mlflow: only once started
 
-        jobs = job_configs(config)
-        preflight(*jobs)  # every job's settings and fold, before any job starts
-        plain = plain_config(config)
+        tracked = validate(config).tracking
+        jobs = job_configs(config)  # every job's settings, validated
+        preflight(*jobs)  # every job's data and fold, and the stores, before any job starts
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(self._end, completed=False)
-        tracked = plain["tracking"]["uri"]
-        if _tracking().enabled(tracked):  # tracking=none: no parent run, jobs run untracked
-            self._start_parent(config, plain, sweep_dir, len(jobs))
+        if _tracking().enabled(tracked.uri):  # tracking=none: no parent run, jobs untracked
+            self._start_parent(config, tracked.uri, tracked.experiment, sweep_dir, len(jobs))
         if "BasicLauncher" not in str(config.hydra.launcher.get("_target_", "")):
             # parallel jobs: one display here instead of one progress bar per job
             self._progress = SweepProgress(sweep_dir / "progress", len(jobs))
@@ -89,12 +89,11 @@ class MlflowSweepCallback(Callback):
             prune_models(jobs)
 
     def _start_parent(
-        self, config: DictConfig, plain: dict[str, Any], sweep_dir: Path, n_jobs: int
+        self, config: DictConfig, uri: str, experiment: str, sweep_dir: Path, n_jobs: int
     ) -> None:
         """The sweep's MLflow parent run (one per sweep folder), its signal handling and the
         launcher identity its jobs watch."""
         tracking = _tracking()
-        uri, experiment = plain["tracking"]["uri"], plain["tracking"]["experiment"]
         ended = tracking.end_stale_runs(uri, experiment)
         if ended:
             log.info("ended %d run(s) of dead processes as KILLED", len(ended))

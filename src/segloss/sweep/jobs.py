@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segloss import hydra_private, processes
+from segloss.cli import one_line
+from segloss.config import Config, validate
 from segloss.errors import ConfigError
 from segloss.fingerprint import output_dir
 
@@ -21,18 +21,6 @@ log = logging.getLogger(__name__)
 
 _TMP_NAME = re.compile(r"\.tmp-(\d+)-")  # segloss.io.atomic_path's temporary names
 _SEED_NAME = re.compile(r"seed\d+")
-
-
-def plain_config(config: DictConfig) -> dict[str, Any]:
-    """The resolved config without its ``hydra`` node, as plain containers."""
-    keys = [k for k in config if k != "hydra"]
-    return OmegaConf.to_container(OmegaConf.masked_copy(config, keys), resolve=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    """Hydra's multi-line composition errors as one line ("...; available: a, b")."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return "; ".join(lines[:1] + ([f"{lines[1]} {', '.join(lines[2:])}"] if lines[1:] else []))
 
 
 def job_overrides(config: DictConfig) -> list[list[str]]:
@@ -47,8 +35,8 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     return hydra_private.split_sweep(parsed)
 
 
-def job_configs(config: DictConfig) -> list[dict[str, Any]]:
-    """Every job's resolved config (plain containers), composed as its launcher will.
+def job_configs(config: DictConfig) -> list[Config]:
+    """Every job's settings, composed as its launcher will and validated.
 
     A job that cannot be composed (``loss=nope``) raises :class:`ConfigError` naming it.
     """
@@ -58,18 +46,18 @@ def job_configs(config: DictConfig) -> list[dict[str, Any]]:
         try:
             job = loader.load_sweep_config(master_config=config, sweep_overrides=overrides)
         except Exception as exc:  # Hydra's ConfigCompositionException, MissingConfigException
-            raise ConfigError(f"sweep job `{' '.join(overrides)}`: {_one_line(exc)}") from None
-        jobs.append(plain_config(job))
+            raise ConfigError(f"sweep job `{' '.join(overrides)}`: {one_line(exc)}") from None
+        jobs.append(validate(job))
     return jobs
 
 
-def prune_models(jobs: list[Mapping[str, Any]]) -> list[Path]:
+def prune_models(jobs: list[Config]) -> list[Path]:
     """Remove every ``<paths.models>/[<setting>_<value>/]<loss>/seed<k>/`` that no job of the
     sweep writes, and temporary files that dead processes left there; the removed paths."""
     keep = {output_dir(job).resolve() for job in jobs}
     keep |= {parent for path in keep for parent in path.parents}  # seed<k>/ of fold<f>/
     removed = []
-    for root in {Path(job["paths"]["models"]) for job in jobs}:
+    for root in {Path(job.paths.models) for job in jobs}:
         if not root.is_dir():
             continue
         seeds = [p for p in sorted(root.glob("**/seed*")) if _SEED_NAME.fullmatch(p.name)]

@@ -1,7 +1,7 @@
 """Training: one U-Net for one (loss, seed[, fold]), knowing nothing of MLflow.
 
-Middle floor: takes the resolved config as a plain mapping (``seed``, ``paths``, ``model``,
-``loss``, ``train``, ``tracking``) and knows nothing of Hydra. The prepared train and
+Middle floor: takes the typed settings (:class:`segloss.config.Config`) and knows nothing of
+Hydra. The prepared train and
 validation splits are loaded into memory once as uint8 tensors (a few MB at 64x64) and
 batched on the fly; :func:`segloss.models.preprocess` turns them into model input. A caller
 that records runs passes a :data:`Tracker` (``segloss.sweep.tracked`` does, for MLflow).
@@ -17,11 +17,11 @@ epoch loop), :mod:`.job` (one job from config to ``model.pt``).
 from segloss.fingerprint import (
     NOT_FINGERPRINTED,
     STAMP,
+    TrainSummary,
     code_modules,
     code_version,
     fingerprint,
     fingerprint_hash,
-    fold_of,
     output_dir,
     write_stamp,
 )
@@ -53,6 +53,7 @@ __all__ = [
     "NonFiniteLoss",
     "Recorder",
     "Tracker",
+    "TrainSummary",
     "Trained",
     "augment_batch",
     "autocast",
@@ -60,7 +61,6 @@ __all__ = [
     "code_version",
     "fingerprint",
     "fingerprint_hash",
-    "fold_of",
     "output_dir",
     "preflight",
     "remove_outputs",

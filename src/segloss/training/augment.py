@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from segloss.config.train import Augment
+
 
 def augment_batch(
-    x: torch.Tensor, y: torch.Tensor, aug: Mapping[str, Any], generator: torch.Generator
+    x: torch.Tensor, y: torch.Tensor, aug: Augment, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample random flips, rotation, zoom and intensity jitter of a whole batch.
 
@@ -29,9 +29,9 @@ def augment_batch(
     def sign(p: float) -> torch.Tensor:
         return torch.where(torch.rand(n, generator=generator) < p, -1.0, 1.0).to(x.device)
 
-    fx, fy = sign(aug["hflip"]), sign(aug["vflip"])
-    angle = uniform(-aug["rotate"], aug["rotate"]) * (math.pi / 180)
-    zoom = uniform(1 - aug["scale"], 1 + aug["scale"])
+    fx, fy = sign(aug.hflip), sign(aug.vflip)
+    angle = uniform(-aug.rotate, aug.rotate) * (math.pi / 180)
+    zoom = uniform(1 - aug.scale, 1 + aug.scale)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     zero = torch.zeros_like(cos)
     # theta maps output to input coordinates: rotation @ diag(fx, fy) / zoom.
@@ -41,8 +41,8 @@ def augment_batch(
     )
     grid = F.affine_grid(theta, [n, 1, *x.shape[2:]], align_corners=False)
     both = F.grid_sample(torch.cat([x, y], 1), grid, mode="bilinear", align_corners=False)
-    contrast = uniform(1 - aug["contrast"], 1 + aug["contrast"]).view(n, 1, 1, 1)
-    brightness = uniform(-aug["brightness"], aug["brightness"]).view(n, 1, 1, 1)
+    contrast = uniform(1 - aug.contrast, 1 + aug.contrast).view(n, 1, 1, 1)
+    brightness = uniform(-aug.brightness, aug.brightness).view(n, 1, 1, 1)
     x = (both[:, :3] * contrast + brightness).clamp_(0.0, 1.0)
     y = (both[:, 3:] > 0.5).float()
     return x.contiguous(memory_format=torch.channels_last), y

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from segloss.config import TrainConfig
 from segloss.data.prepared import load_split
 from segloss.metrics import confusion_counts, per_patient
 from segloss.models import preprocess
@@ -30,13 +29,13 @@ def train_steps(n: int, batch_size: int) -> int:
     return max(1, n // batch_size)
 
 
-def epoch_samples(n_train: int, t: Mapping[str, Any]) -> int:
+def epoch_samples(n_train: int, t: TrainConfig) -> int:
     """Training samples drawn per epoch: ``train.samples_per_epoch``, or every slice once."""
-    return t["samples_per_epoch"] or n_train
+    return t.samples_per_epoch or n_train
 
 
 def epoch_batches(
-    masks: torch.Tensor, t: Mapping[str, Any], generator: torch.Generator
+    masks: torch.Tensor, t: TrainConfig, generator: torch.Generator
 ) -> list[torch.Tensor]:
     """The batches of training-slice indices of one epoch.
 
@@ -46,15 +45,15 @@ def epoch_batches(
     al.'s sampler, 10 % uniform): tumour slices dominate the steps, tumour-free ones still
     teach the background. Falls back to uniform where no training slice has tumour.
     """
-    n, batch = len(masks), t["batch_size"]
+    n, batch = len(masks), t.batch_size
     samples = epoch_samples(n, t)
     size = min(train_steps(samples, batch) * batch, samples)  # whole batches, at least one
     area = masks.sum(dim=(1, 2), dtype=torch.float64).cpu()
-    if t["sampling"] == "uniform" or area.sum() == 0:
+    if t.sampling == "uniform" or area.sum() == 0:
         passes = [torch.randperm(n, generator=generator) for _ in range(-(-size // n))]
         order = torch.cat(passes)[:size]
     else:
-        share = float(t["uniform_share"])
+        share = float(t.uniform_share)
         weights = share / n + (1 - share) * area / area.sum()
         order = torch.multinomial(weights, size, replacement=True, generator=generator)
     return list(order.split(batch))
@@ -94,7 +93,7 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     data: InMemory,
-    t: Mapping[str, Any],
+    t: TrainConfig,
     generator: torch.Generator,
     bar: tqdm,
     timer: dict[str, float] | None = None,
@@ -111,10 +110,10 @@ def train_epoch(
     total = torch.zeros((), device=data.x_train.device)
     for i, idx in enumerate(batches, 1):
         x, y = preprocess(data.x_train[idx]), _targets(data.y_train[idx])
-        if t["augment"]["enabled"]:
-            x, y = augment_batch(x, y, t["augment"], generator)
+        if t.augment.enabled:
+            x, y = augment_batch(x, y, t.augment, generator)
         tic = time.perf_counter()
-        with autocast(x.device, t["precision"]):
+        with autocast(x.device, t.precision):
             logits = model(x)
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)

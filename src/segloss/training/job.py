@@ -14,20 +14,22 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from segloss.config import Config, plain
 from segloss.data.prepared import fold_splits
 from segloss.fingerprint import (
     STAMP,
+    Json,
+    TrainSummary,
     factor_level,
     fingerprint,
     fingerprint_hash,
-    fold_of,
     output_dir,
     write_stamp,
 )
@@ -48,15 +50,15 @@ Progress = Callable[[int, int, Mapping[str, float]], None]  # (epoch, epochs, ro
 
 @dataclass(frozen=True)
 class Job:
-    """One model to train: the resolved config, the prepared data's ``meta.json`` and the
+    """One model to train: its settings, the prepared data's ``meta.json`` and the
     fingerprint that decides reuse."""
 
-    cfg: Mapping[str, Any]
-    meta: Mapping[str, Any]
+    settings: Config
+    meta: Json
 
     @cached_property
-    def fingerprint(self) -> dict[str, Any]:
-        return fingerprint(self.cfg, self.meta)
+    def fingerprint(self) -> Json:
+        return fingerprint(self.settings, self.meta)
 
     @cached_property
     def fingerprint_hash(self) -> str:
@@ -64,24 +66,24 @@ class Job:
 
     @property
     def loss(self) -> str:
-        return self.cfg["loss"]["name"]
+        return self.settings.loss.name
 
     @property
     def seed(self) -> int:
-        return int(self.cfg["seed"])
+        return self.settings.seed
 
     @property
     def fold(self) -> int | None:
-        return fold_of(self.cfg)
+        return self.settings.cv.fold
 
     @property
     def out(self) -> Path:
-        return output_dir(self.cfg)
+        return output_dir(self.settings)
 
     @property
     def label(self) -> str:
         """``loss bce, seed 0, fold 1`` (``, sampling uniform`` with a second factor)."""
-        level = factor_level(self.cfg)
+        level = factor_level(self.settings)
         return (
             f"loss {self.loss}, seed {self.seed}"
             + ("" if self.fold is None else f", fold {self.fold}")
@@ -108,7 +110,7 @@ class Recorder(Protocol):
     def epoch(self, row: EpochRow) -> None:
         """After every epoch."""
 
-    def trained(self, result: Trained) -> Mapping[str, Any]:
+    def trained(self, result: Trained) -> dict[str, str | None]:
         """Once trained, before ``model.pt``: the checkpoint's run ids (``models.RUN_KEYS``)."""
 
 
@@ -121,7 +123,7 @@ class _Untracked:
     def epoch(self, row: EpochRow) -> None:
         pass
 
-    def trained(self, result: Trained) -> Mapping[str, Any]:
+    def trained(self, result: Trained) -> dict[str, str | None]:
         return {}
 
 
@@ -161,29 +163,29 @@ class _Parts:
 
 def _build(job: Job) -> _Parts:
     """Threads, device and seeds set; the data loaded; the model and loss built."""
-    cfg, t = job.cfg, job.cfg["train"]
-    if t["num_threads"]:
-        torch.set_num_threads(int(t["num_threads"]))
-    device = resolve_device(t["device"])
+    settings, t = job.settings, job.settings.train
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    device = resolve_device(t.device)
     seed_everything(job.seed)
-    data = InMemory.load(cfg["paths"]["prepared"], device, job.fold)
-    model = build_model(cfg["model"]).to(device)
-    if t["init_output_bias"]:
+    data = InMemory.load(settings.paths.prepared, device, job.fold)
+    model = build_model(settings.model).to(device)
+    if t.init_output_bias:
         init_output_bias(model, data.y_train)
-    loss_fn = build_loss(cfg["loss"]).to(device)
+    loss_fn = build_loss(settings.loss).to(device)
     return _Parts(model, loss_fn, data, torch.Generator().manual_seed(job.seed))
 
 
 def _fit_and_save(
     job: Job, parts: _Parts, recorder: Recorder, progress: Progress | None, started: float
-) -> tuple[Trained, Mapping[str, Any]]:
+) -> tuple[Trained, dict[str, str | None]]:
     """Train, write ``history.csv``, let the recorder record, then write ``model.pt``."""
-    cfg, t, model = job.cfg, job.cfg["train"], parts.model
+    t, model = job.settings.train, parts.model
 
     def on_epoch(row: EpochRow) -> None:
         recorder.epoch(row)
         if progress is not None:
-            progress(row["epoch"], t["epochs"], row)
+            progress(row["epoch"], t.epochs, row)
 
     fitted = fit(
         model, parts.loss_fn, parts.data, t, parts.generator, job.label, on_epoch,
@@ -201,8 +203,8 @@ def _fit_and_save(
         seconds=time.perf_counter() - started,
     )
     runs = recorder.trained(trained)
-    summary = {
-        "config": dict(cfg),
+    record = {
+        "config": plain(job.settings),
         # with cross-validation, ``splits`` are this fold's train/val/test patients
         "data": {k: job.meta.get(k) for k in DATA_KEYS}
         | {"splits": fold_splits(job.meta, job.fold), "fold": job.fold},
@@ -213,29 +215,34 @@ def _fit_and_save(
     }
     # model.pt last: it marks the (loss, seed) done, so a job killed anywhere before this
     # rename leaves no model.pt and is retrained, never reused.
-    save_checkpoint(job.out / "model.pt", fitted.best_state, summary, runs)
+    save_checkpoint(job.out / "model.pt", fitted.best_state, record, runs)
     return trained, runs
 
 
 def train(
-    cfg: Mapping[str, Any], *, tracker: Tracker = untracked, progress: Progress | None = None
-) -> dict[str, Any]:
-    """Train one model for ``cfg["loss"]`` and ``cfg["seed"]``; returns a summary dict.
+    settings: Config,
+    *,
+    meta: Json | None = None,
+    tracker: Tracker = untracked,
+    progress: Progress | None = None,
+) -> TrainSummary:
+    """Train one model for ``settings.loss`` and ``settings.seed``.
 
-    ``cfg`` is the whole resolved config as plain containers; ``tracker`` records the job
-    (:data:`Tracker`); ``progress(epoch, epochs, row)`` (a sweep's display) replaces the
-    progress bar. With ``train.reuse`` (default) an existing ``model.pt`` trained from the
-    same fingerprint is kept and nothing is trained or recorded (the summary says
-    ``reused: True``). Raises :class:`ConfigError` or ``MissingPreparedData`` before any
-    work, and :class:`NonFiniteLoss` naming loss, seed and epoch if training diverges (no
-    ``model.pt`` is then left for this loss and seed).
+    ``meta``: the prepared data's ``meta.json`` where the caller has run :func:`preflight`
+    (else it runs here). ``tracker`` records the job (:data:`Tracker`);
+    ``progress(epoch, epochs, row)`` (a sweep's display) replaces the progress bar. With
+    ``train.reuse`` (default) an existing ``model.pt`` trained from the same fingerprint is
+    kept and nothing is trained or recorded (the summary says ``reused``). Raises
+    ``MissingPreparedData`` (or a fold the data lacks) before any work, and
+    :class:`NonFiniteLoss` naming loss, seed and epoch if training diverges (no ``model.pt``
+    is then left for this loss and seed).
     """
-    job = Job(cfg, preflight(cfg))
+    job = Job(settings, preflight(settings) if meta is None else meta)
     out, fp_hash = job.out, job.fingerprint_hash
-    if cfg["train"]["reuse"] and (summary := reusable(out, fp_hash)):
+    if settings.train.reuse and (summary := reusable(out, fp_hash)):
         log.info("%s: %s is up to date (same config, data and code); reused", job.label, out)
         if not (out / STAMP).is_file():  # next time decided without loading the model
-            write_stamp(out, fp_hash, {k: v for k, v in summary.items() if k != "reused"})
+            write_stamp(out, fp_hash, summary)
         return summary
     parts = _build(job)
     started = time.perf_counter()
@@ -250,17 +257,17 @@ def train(
         "%s: best val Dice %.4f at epoch %d, %.1f s -> %s",
         job.label, trained.best_val_dice, trained.best_epoch, trained.seconds, out / "model.pt",
     )  # fmt: skip
-    summary = {
-        "loss": job.loss,
-        "seed": job.seed,
-        "fold": job.fold,
-        "best_epoch": trained.best_epoch,
-        "best_val_dice": trained.best_val_dice,
-        "epochs_run": len(trained.history),
-        "seconds": trained.seconds,
-        "model_path": str(out / "model.pt"),
-        "mlflow_run_id": runs.get("mlflow_run_id"),
-    }
+    summary = TrainSummary(
+        loss=job.loss,
+        seed=job.seed,
+        fold=job.fold,
+        best_epoch=trained.best_epoch,
+        best_val_dice=trained.best_val_dice,
+        epochs_run=len(trained.history),
+        model_path=str(out / "model.pt"),
+        mlflow_run_id=runs.get("mlflow_run_id"),
+        seconds=trained.seconds,
+    )
     # after model.pt: a stamp without its model, or beside another one, is never believed
-    write_stamp(out, fp_hash, {k: v for k, v in summary.items() if k != "seconds"})
+    write_stamp(out, fp_hash, summary)
     return summary

@@ -9,15 +9,15 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from segloss.config import TrainConfig
 from segloss.training.divergence import NonFiniteLoss, check_diverged
 from segloss.training.epoch import (
     InMemory,
@@ -43,22 +43,22 @@ def seed_everything(seed: int) -> None:
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, t: Mapping[str, Any], total_steps: int
+    optimizer: torch.optim.Optimizer, t: TrainConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """The learning-rate schedule, stepped once per batch."""
-    if t["scheduler"] == "onecycle":
+    if t.scheduler == "onecycle":
         # OneCycleLR divides by zero when its warm-up ends on step 0 (pct_start * total_steps
         # == 1, e.g. 5 steps): give the warm-up two whole steps at least, where there is room.
         warmup = max(2, round(0.2 * total_steps))
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
-            max_lr=t["lr"],
+            max_lr=t.lr,
             total_steps=total_steps,
             pct_start=warmup / total_steps if total_steps > warmup else 0.2,
         )
-    if t["scheduler"] == "cosine":
+    if t.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=total_steps, eta_min=t["lr"] / 100
+            optimizer, T_max=total_steps, eta_min=t.lr / 100
         )
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
 
@@ -76,7 +76,7 @@ def run_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     data: InMemory,
-    t: Mapping[str, Any],
+    t: TrainConfig,
     generator: torch.Generator,
     desc: str,
     show_bar: bool,
@@ -87,7 +87,7 @@ def run_epoch(
     ``step_seconds``, which only the run records)."""
     tic = time.perf_counter()
     timer = {"step_seconds": 0.0}
-    steps = train_steps(epoch_samples(len(data.x_train), t), t["batch_size"])
+    steps = train_steps(epoch_samples(len(data.x_train), t), t.batch_size)
     with tqdm(total=steps, desc=desc, unit="batch", disable=not show_bar) as bar:
         train_loss = train_epoch(
             model, loss_fn, optimizer, scheduler, data, t, generator, bar, timer
@@ -95,7 +95,7 @@ def run_epoch(
         val = dict.fromkeys(("val_loss", "val_dice", "val_iou"), math.nan)
         if validate:
             val = evaluate_split(
-                model, loss_fn, data.x_val, data.y_val, data.val_patients, t["val_batch_size"]
+                model, loss_fn, data.x_val, data.y_val, data.val_patients, t.val_batch_size
             )
             check_diverged(model, val)
         bar.set_postfix(loss=f"{train_loss:.4f}", val_dice=f"{val['val_dice']:.4f}")
@@ -123,7 +123,7 @@ def fit(
     model: nn.Module,
     loss_fn: nn.Module,
     data: InMemory,
-    t: Mapping[str, Any],
+    t: TrainConfig,
     generator: torch.Generator,
     label: str,
     on_epoch: Callable[[EpochRow], None],
@@ -135,15 +135,15 @@ def fit(
     ``on_epoch(row)`` is told after every epoch. Without ``show_bar`` (a sweep's display
     shows progress) each epoch is logged as one line instead of drawing a progress bar.
     """
-    steps = train_steps(epoch_samples(len(data.x_train), t), t["batch_size"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-    scheduler = make_scheduler(optimizer, t, total_steps=t["epochs"] * steps)
+    steps = train_steps(epoch_samples(len(data.x_train), t), t.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = make_scheduler(optimizer, t, total_steps=t.epochs * steps)
     history: list[EpochRow] = []
     best_dice, best_epoch, best_state = -math.inf, 0, {}
-    for epoch in range(1, t["epochs"] + 1):
-        desc = f"{label} epoch {epoch}/{t['epochs']}"
+    for epoch in range(1, t.epochs + 1):
+        desc = f"{label} epoch {epoch}/{t.epochs}"
         try:
-            validate = epoch % t["val_every"] == 0 or epoch == t["epochs"]
+            validate = epoch % t.val_every == 0 or epoch == t.epochs
             row = {"epoch": epoch} | run_epoch(
                 model, loss_fn, optimizer, scheduler, data, t, generator, desc, show_bar, validate
             )
@@ -159,7 +159,7 @@ def fit(
         if row["val_dice"] > best_dice:
             best_dice, best_epoch = row["val_dice"], epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        elif t["patience"] and epoch - best_epoch >= t["patience"]:
+        elif t.patience and epoch - best_epoch >= t.patience:
             log.info("%s: early stop at epoch %d", label, epoch)
             break
     return Fitted(history, best_state, best_epoch, best_dice)

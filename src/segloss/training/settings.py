@@ -1,17 +1,15 @@
-"""Training settings: the forward pass's precision, and the pre-flight checks that need no
-training (the settings' ranges are checked by the schema, :func:`segloss.config.validate`)."""
+"""Training settings: the forward pass's precision, and the pre-flight checks of the prepared
+data (the settings' ranges are the schema's, checked when the entry point builds them)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 
-from segloss.config import validate
+from segloss.config import Config
 from segloss.data.prepared import fold_splits, load_meta
-from segloss.fingerprint import fold_of
+from segloss.fingerprint import Json
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # train.precision -> autocast dtype
 
@@ -25,15 +23,11 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def preflight(cfg: Mapping[str, Any]) -> dict:
-    """Every check that needs no training: settings and prepared data (the tracking store is
-    checked by the caller that tracks the run).
-
-    Returns the prepared data's ``meta.json``. Run once per sweep before any job starts, and
-    again by each job.
-    """
-    validate(cfg)  # the schema's range checks (segloss.config), before any work
-    meta = load_meta(cfg["paths"]["prepared"])
-    if fold_of(cfg) is not None:  # a fold the prepared data lacks: one line, before any work
-        fold_splits(meta, fold_of(cfg))
+def preflight(settings: Config) -> Json:
+    """The prepared data's ``meta.json``, checked to hold the job's fold (one error line
+    before any work; the tracking store is checked by the caller that tracks the run). Run
+    once per sweep before any job starts, and again by each job."""
+    meta = load_meta(settings.paths.prepared)
+    if settings.cv.fold is not None:
+        fold_splits(meta, settings.cv.fold)
     return meta
