@@ -22,7 +22,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import wait_for_http
-from helpers import stage_command
+from helpers import runs, stage_command
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +67,9 @@ def reported(repo_root, tiny_prepared, tmp_path_factory) -> dict:
     _cli(repo_root, "report", "report.dpi=40", *common)
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("segloss")
-    runs = client.search_runs([experiment.experiment_id])
-    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    found = runs(uri)
+    parent = client.get_run(next(r.id for r in found if r.parent is None))
+    children = [client.get_run(r.id) for r in found if r.parent == parent.info.run_id]
     return {
         "tmp": tmp,
         "uri": uri,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import runs
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -60,10 +60,12 @@ def test_dvc_exp_run_temp_logs_into_the_repositorys_mlflow_db(tiny_prepared, tmp
     )
     db = root / "mlflow.db"
     assert db.is_file(), done.stdout[-2000:]
-    with sqlite3.connect(db) as con:
-        runs = con.execute("SELECT name, status FROM runs").fetchall()
-        lr = con.execute("SELECT value FROM params WHERE key = 'train.lr'").fetchall()
-    assert runs == [("bce (pixel) seed0", "FINISHED")] and lr == [("0.002",)]
+    (run,) = runs(f"sqlite:///{db}")
+    assert (run.name, run.status, run.params["train.lr"]) == (
+        "bce (pixel) seed0",
+        "FINISHED",
+        "0.002",
+    )
     # nothing was written where the copy ran, and the workspace itself was not trained in
     assert not list((root / ".dvc" / "tmp").glob("**/mlflow.db"))
     assert not (root / "models").exists()

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import stage_command
+from helpers import Logged, stage_command
+from helpers import runs as logged_runs
 
+from segloss import tracking
 from segloss.models import load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -52,29 +54,9 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
     )
 
 
-def runs(db: Path) -> list[dict]:
-    """Every run: id, name, status, parent id, and its tags."""
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
-            rows = con.execute("SELECT run_uuid, name, status FROM runs").fetchall()
-            tags = con.execute("SELECT run_uuid, key, value FROM tags").fetchall()
-    except sqlite3.OperationalError:  # schema not created yet
-        return []
-    by_run: dict[str, dict] = {}
-    for run_id, key, value in tags:
-        by_run.setdefault(run_id, {})[key] = value
-    return [
-        {
-            "id": r,
-            "name": n,
-            "status": s,
-            "parent": by_run.get(r, {}).get("mlflow.parentRunId"),
-            "tags": by_run.get(r, {}),
-        }
-        for r, n, s in rows
-    ]
+def runs(db: Path) -> list[Logged]:
+    """Every run of the SQLite store ``db``."""
+    return logged_runs(f"sqlite:///{db}")
 
 
 def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
@@ -146,9 +128,7 @@ def test_signal_ends_every_started_child_and_the_parent_killed(
     try:
         wanted = 1 if launcher == "basic" else 2  # basic runs one job at a time
         wait_for(
-            lambda: (
-                len([r for r in runs(db) if r["parent"] and r["status"] == "RUNNING"]) >= wanted
-            ),
+            lambda: len([r for r in runs(db) if r.parent and r.status == "RUNNING"]) >= wanted,
             150,
             f"{wanted} running child run(s)",
             proc,
@@ -165,13 +145,13 @@ def test_signal_ends_every_started_child_and_the_parent_killed(
     log = (tmp_path / "sweep.log").read_text()
     assert proc.returncode != 0, log[-3000:]
     found = runs(db)
-    parents = [r for r in found if r["parent"] is None]
-    children = [r for r in found if r["parent"]]
+    parents = [r for r in found if r.parent is None]
+    children = [r for r in found if r.parent]
     assert len(parents) == 1 and len(children) >= wanted, found
-    assert {r["status"] for r in found} == {"KILLED"}, [(r["name"], r["status"]) for r in found]
-    assert "interrupted by" in parents[0]["tags"]["reason"]
+    assert {r.status for r in found} == {"KILLED"}, [(r.name, r.status) for r in found]
+    assert "interrupted by" in parents[0].tags["reason"]
     for child in children:
-        assert "interrupted" in child["tags"].get("reason", ""), child
+        assert "interrupted" in child.tags.get("reason", ""), child
     assert not list((tmp_path / "models").glob("**/.tmp-*"))  # nothing half-written
 
 
@@ -213,7 +193,7 @@ def test_launcher_killed_before_the_jobs_runs_start_ends_every_job(tiny_prepared
     finally:
         kill_group(proc)
     found = runs(db)
-    assert found and not [r for r in found if r["status"] == "RUNNING"], found
+    assert found and not [r for r in found if r.status == "RUNNING"], found
 
 
 def test_kill_9_midway_then_rerun_trains_only_the_unfinished(tiny_prepared, tmp_path):
@@ -228,7 +208,7 @@ def test_kill_9_midway_then_rerun_trains_only_the_unfinished(tiny_prepared, tmp_
         wait_for(
             lambda: (
                 list(models.glob("*/seed0/model.pt"))
-                and any(r["parent"] and r["status"] == "RUNNING" for r in runs(db))
+                and any(r.parent and r.status == "RUNNING" for r in runs(db))
             ),
             240,
             "one finished model while another job runs",
@@ -244,7 +224,7 @@ def test_kill_9_midway_then_rerun_trains_only_the_unfinished(tiny_prepared, tmp_
     for path in models.glob("*/seed0/model.pt"):
         load_checkpoint(path)  # complete, never half-written
     before = runs(db)
-    stale = {r["id"] for r in before if r["status"] == "RUNNING"}
+    stale = {r.id for r in before if r.status == "RUNNING"}
     assert stale  # the parent and the killed jobs' runs
 
     rerun = subprocess.run(
@@ -255,12 +235,12 @@ def test_kill_9_midway_then_rerun_trains_only_the_unfinished(tiny_prepared, tmp_
         timeout=400,
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    after = {r["id"]: r for r in runs(db)}
+    after = {r.id: r for r in runs(db)}
     for run_id in stale:
-        assert after[run_id]["status"] == "KILLED"
-        assert "ended without closing this run" in after[run_id]["tags"]["reason"]
-    new_children = [r for r in after.values() if r["id"] not in {b["id"] for b in before}]
-    trained = sorted(r["tags"]["loss"] for r in new_children if r["parent"])
+        assert after[run_id].status == "KILLED"
+        assert "ended without closing this run" in after[run_id].tags["reason"]
+    new_children = [r for r in after.values() if r.id not in {b.id for b in before}]
+    trained = sorted(r.tags["loss"] for r in new_children if r.parent)
     assert trained == sorted({"bce", "dice", "bce_dice"} - set(done))
     for loss, stamp in done.items():
         assert (models / loss / "seed0" / "model.pt").stat().st_mtime_ns == stamp
@@ -312,17 +292,17 @@ def test_two_sweeps_at_once_on_a_fresh_store_log_every_run(tiny_prepared, tmp_pa
     folders = sorted(p.parent for p in (tmp_path / "multirun").glob("*/mlflow_parent_run_id"))
     assert len(folders) == 2
     found = runs(tmp_path / "mlflow.db")
-    parents = {r["id"]: r for r in found if r["parent"] is None}
+    parents = {r.id: r for r in found if r.parent is None}
     assert len(parents) == 2
     ids = {f.joinpath("mlflow_parent_run_id").read_text().strip() for f in folders}
     assert ids == set(parents)
     for parent_id, parent in parents.items():
-        children = [r for r in found if r["parent"] == parent_id]
-        assert len(children) == 2 and {c["status"] for c in children} == {"FINISHED"}
-        assert parent["status"] == "FINISHED"
-    with sqlite3.connect(tmp_path / "mlflow.db") as con:
-        epochs = con.execute("SELECT COUNT(*) FROM metrics WHERE key = 'val_dice'").fetchone()[0]
-    assert epochs == 4 * n_epochs  # no metric lost
+        children = [r for r in found if r.parent == parent_id]
+        assert len(children) == 2 and {c.status for c in children} == {"FINISHED"}
+        assert parent.status == "FINISHED"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logged = [tracking.metric_history(uri, r.id, "val_dice") for r in found if r.parent]
+    assert sum(map(len, logged)) == 4 * n_epochs  # no metric lost
 
 
 def test_diverged_single_run_exits_non_zero_and_writes_no_model(tiny_prepared, tmp_path):
@@ -340,7 +320,7 @@ def test_diverged_single_run_exits_non_zero_and_writes_no_model(tiny_prepared, t
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "models" / "bce").exists()
     (only,) = runs(tmp_path / "mlflow.db")
-    assert only["status"] == "FAILED" and "NonFiniteLoss" in only["tags"]["reason"]
+    assert only.status == "FAILED" and "NonFiniteLoss" in only.tags["reason"]
 
 
 def _one_error_line(done: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -498,8 +478,6 @@ def test_damaged_prepared_files_are_one_line_errors(tmp_path, damage):
 
 def test_stale_run_of_a_dead_process_is_killed_and_live_ones_are_not(tmp_path):
     """Only runs recorded on this host whose process is gone are ended."""
-    from segloss import tracking
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     live = tracking.start_run(uri, "segloss", run_name="live")
     child = subprocess.run(

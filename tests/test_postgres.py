@@ -26,7 +26,7 @@ import mlflow
 import pandas as pd
 import pytest
 from conftest import wait_for_http
-from helpers import stage_command
+from helpers import runs, stage_command
 
 from segloss import tracking
 from segloss.tracking.records import Dataset
@@ -159,23 +159,22 @@ def check_everything_arrived(uri: str, n_children: int, epochs: int) -> None:
     """One FINISHED parent, ``n_children`` FINISHED children nested under it, each with every
     param of its config, every per-epoch metric at every epoch, and its artifacts."""
     client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name("segloss")
-    found = client.search_runs([experiment.experiment_id])
-    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    found = runs(uri)
+    parents = [r for r in found if r.parent is None]
+    assert len(parents) == 1 and parents[0].status == "FINISHED"
+    children = [r for r in found if r.parent == parents[0].id]
     assert len(children) == n_children == len(found) - 1
     for child in children:
-        assert child.info.status == "FINISHED", child.data.tags.get("reason")
-        config_path = client.download_artifacts(child.info.run_id, "config.yaml")
+        assert child.status == "FINISHED", child.tags.get("reason")
+        config_path = client.download_artifacts(child.id, "config.yaml")
         import yaml
 
         expected = tracking.flatten(yaml.safe_load(Path(config_path).read_text()))
-        assert child.data.params == expected
+        assert child.params == expected
         for metric in PER_EPOCH:
-            steps = [m.step for m in client.get_metric_history(child.info.run_id, metric)]
+            steps = [m.step for m in client.get_metric_history(child.id, metric)]
             assert sorted(steps) == list(range(1, epochs + 1)), metric
-        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        artifacts = {a.path for a in client.list_artifacts(child.id)}
         assert {"config.yaml", "history.csv"} <= artifacts
 
 

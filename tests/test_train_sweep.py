@@ -12,8 +12,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from helpers import stage_command
-from hydra import compose, initialize_config_dir
+from helpers import Logged, runs, settings, stage_command
 
 from segloss.models import load_checkpoint
 from segloss.sweep import PARENT_RUN_FILE
@@ -47,31 +46,19 @@ def uri(tmp: Path) -> str:
     return f"sqlite:///{tmp / 'mlflow.db'}"
 
 
-def runs(tmp: Path) -> pd.DataFrame:
-    """Every run of the experiment, with a ``parent`` column (NaN for the sweep's parent)."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri(tmp))
-    try:
-        frame = mlflow.search_runs(experiment_names=["segloss"])
-    finally:
-        mlflow.set_tracking_uri(previous)
-    return frame.rename(columns={"tags.mlflow.parentRunId": "parent"})
-
-
-def split_parent(tmp: Path) -> tuple[pd.Series, pd.DataFrame]:
-    frame = runs(tmp)
-    parents = frame[frame["parent"].isna()]
-    assert len(parents) == 1, frame[["run_id", "parent"]]
-    parent = parents.iloc[0]
-    assert (tmp / "sweep" / PARENT_RUN_FILE).read_text().strip() == parent.run_id
-    children = frame[frame["parent"] == parent.run_id]
-    assert len(children) == len(frame) - 1
+def split_parent(tmp: Path) -> tuple[Logged, list[Logged]]:
+    found = runs(uri(tmp))
+    parents = [r for r in found if r.parent is None]
+    assert len(parents) == 1, [(r.id, r.parent) for r in found]
+    parent = parents[0]
+    assert (tmp / "sweep" / PARENT_RUN_FILE).read_text().strip() == parent.id
+    children = [r for r in found if r.parent == parent.id]
+    assert len(children) == len(found) - 1
     return parent, children
 
 
 def test_tiny_sweep_writes_models_histories_and_nested_runs(repo_root, tiny_prepared, tmp_path):
-    with initialize_config_dir(str(repo_root / "conf"), version_base="1.3"):
-        default = compose("config")
+    default = settings()
     proc = run_train(
         repo_root,
         tmp_path,
@@ -84,27 +71,28 @@ def test_tiny_sweep_writes_models_histories_and_nested_runs(repo_root, tiny_prep
     assert proc.returncode == 0, proc.stderr[-3000:]
     parent, children = split_parent(tmp_path)
     assert parent.status == "FINISHED"
-    assert sorted(children["tags.loss"]) == ["bce", "bce_dice"]
+    assert sorted(c.tags["loss"] for c in children) == ["bce", "bce_dice"]
     client = mlflow.MlflowClient(uri(tmp_path))
-    for _, child in children.iterrows():
-        loss = child["tags.loss"]
+    for child in children:
+        loss = child.tags["loss"]
         out = tmp_path / "models" / loss / "seed0"
         history = pd.read_csv(out / "history.csv")
         assert list(history.columns) == HISTORY_COLUMNS and history["epoch"].tolist() == [1]
         _, checkpoint = load_checkpoint(out / "model.pt")
-        assert checkpoint["mlflow_run_id"] == child.run_id
-        assert checkpoint["mlflow_parent_run_id"] == parent.run_id
+        assert checkpoint["mlflow_run_id"] == child.id
+        assert checkpoint["mlflow_parent_run_id"] == parent.id
         assert child.status == "FINISHED"
-        assert child["tags.seed"] == "0" and len(child["tags.git_commit"]) == 40
-        assert child["tags.data_hash"] == checkpoint["data"]["data_hash"]
-        assert child["params.train.lr"] == "0.001" and child["params.loss.name"] == loss
-        assert child["params.model.encoder_name"] == default.model.encoder_name
+        assert child.tags["seed"] == "0" and len(child.tags["git_commit"]) == 40
+        assert child.tags["data_hash"] == checkpoint["data"]["data_hash"]
+        assert child.params["train.lr"] == "0.001" and child.params["loss.name"] == loss
+        assert child.params["model.encoder_name"] == default.model.encoder_name
         for metric in PER_EPOCH:
-            assert len(client.get_metric_history(child.run_id, metric)) == 1, metric
-        artifacts = {a.path for a in client.list_artifacts(child.run_id)}
+            assert len(client.get_metric_history(child.id, metric)) == 1, metric
+        artifacts = {a.path for a in client.list_artifacts(child.id)}
         assert artifacts == {"config.yaml", "history.csv", "splits.csv"}
+        experiment = client.get_run(child.id).info.experiment_id
         models = client.search_logged_models(
-            [child.experiment_id], filter_string=f"source_run_id = '{child.run_id}'"
+            [experiment], filter_string=f"source_run_id = '{child.id}'"
         )
         assert len(models) == 1
 
@@ -124,7 +112,7 @@ def test_failed_job_ends_failed_and_the_sweep_goes_on(repo_root, tiny_prepared, 
     assert proc.returncode != 0
     assert "loss bce, seed 0, epoch 1: training loss became" in proc.stderr
     parent, children = split_parent(tmp_path)
-    by_weight = dict(zip(children["params.loss.pos_weight"], children.status, strict=True))
+    by_weight = {c.params["loss.pos_weight"]: c.status for c in children}
     assert by_weight == {"inf": "FAILED", "2.0": "FINISHED"}
     assert parent.status == "FAILED"
     assert (tmp_path / "models" / "bce" / "seed0" / "model.pt").is_file()
@@ -145,18 +133,16 @@ def test_joblib_parallel_jobs_log_every_run_param_and_metric(repo_root, tiny_pre
     assert proc.returncode == 0, proc.stderr[-3000:]
     parent, children = split_parent(tmp_path)
     assert parent.status == "FINISHED" and len(children) == 3
-    assert set(children.status) == {"FINISHED"}
+    assert {c.status for c in children} == {"FINISHED"}
     client = mlflow.MlflowClient(uri(tmp_path))
-    for _, child in children.iterrows():
+    for child in children:
         checkpoint = load_checkpoint(
-            tmp_path / "models" / child["tags.loss"] / "seed0" / "model.pt"
+            tmp_path / "models" / child.tags["loss"] / "seed0" / "model.pt"
         )
-        expected = {f"params.{k}" for k in _flat_keys(checkpoint[1]["config"])}
-        logged = {c for c in child.index if c.startswith("params.") and pd.notna(child[c])}
-        assert logged == expected
-        assert child["params.train.num_threads"] == "1"  # 2 cores // 3 jobs, at least 1
+        assert set(child.params) == set(_flat_keys(checkpoint[1]["config"]))
+        assert child.params["train.num_threads"] == "1"  # 2 cores // 3 jobs, at least 1
         for metric in PER_EPOCH:
-            assert len(client.get_metric_history(child.run_id, metric)) == 1, metric
+            assert len(client.get_metric_history(child.id, metric)) == 1, metric
 
 
 def _flat_keys(config: dict, prefix: str = "") -> list[str]:
@@ -180,7 +166,7 @@ def test_submitit_local_job_writes_its_model_and_child_run(repo_root, tiny_prepa
     assert proc.returncode == 0, proc.stderr[-3000:]
     parent, children = split_parent(tmp_path)
     assert parent.status == "FINISHED"
-    assert children["tags.loss"].tolist() == ["dice"] and children.status.tolist() == ["FINISHED"]
+    assert [(c.tags["loss"], c.status) for c in children] == [("dice", "FINISHED")]
     assert (tmp_path / "models" / "dice" / "seed1" / "history.csv").is_file()
 
 

@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
-from helpers import settings
+from helpers import Logged, runs, settings
 from hydra.errors import MissingConfigException
 
 from segloss import tracking
@@ -106,9 +106,7 @@ def test_non_finite_loss_names_loss_seed_epoch_and_fails_the_run(make_cfg, tmp_p
     with pytest.raises(NonFiniteLoss, match=r"loss bce, seed 1, epoch 1") as excinfo:
         train(make_cfg("loss=bce", "seed=1", "loss.pos_weight=inf"))
     assert "nan" in str(excinfo.value) or "inf" in str(excinfo.value)
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("segloss").experiment_id])
-    assert [r.info.status for r in runs] == ["FAILED"]
+    assert [r.status for r in _runs(tmp_path)] == ["FAILED"]
     assert not (tmp_path / "models" / "bce" / "seed1").exists()
 
 
@@ -153,10 +151,8 @@ def test_every_schedule_runs_any_number_of_steps(scheduler, total_steps):
     assert all(math.isfinite(group["lr"]) for group in optimizer.param_groups)
 
 
-def _runs(tmp_path) -> list:
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("segloss").experiment_id
-    return client.search_runs([experiment], order_by=["attributes.start_time ASC"])
+def _runs(tmp_path) -> list[Logged]:
+    return runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
 def test_diverged_model_fails_with_reason_and_removes_the_older_model(make_cfg, tmp_path):
@@ -169,9 +165,9 @@ def test_diverged_model_fails_with_reason_and_removes_the_older_model(make_cfg, 
         train(make_cfg("loss=bce", "train.epochs=1", "train.lr=1e30"))
     assert not out.exists()
     good, diverged = _runs(tmp_path)
-    assert good.info.status == "FINISHED" and "reason" not in good.data.tags
-    assert diverged.info.status == "FAILED"
-    assert diverged.data.tags["reason"].startswith("NonFiniteLoss: loss bce, seed 0, epoch 1")
+    assert good.status == "FINISHED" and "reason" not in good.tags
+    assert diverged.status == "FAILED"
+    assert diverged.tags["reason"].startswith("NonFiniteLoss: loss bce, seed 0, epoch 1")
 
 
 def test_non_finite_weights_are_divergence(make_cfg):
