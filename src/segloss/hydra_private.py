@@ -12,10 +12,15 @@ pins what is relied on, so a Hydra upgrade that changes them fails there first.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
+
+T = TypeVar("T")
 
 
-def wrap_run_and_report(guard: Callable[[Callable[[], Any]], Callable[[], Any]]) -> None:
+def wrap_run_and_report(guard: Callable[[Callable[[], T]], Callable[[], T]]) -> None:
     """Make Hydra's ``run_and_report(func)`` run ``guard(func)`` instead (once per process)."""
     from hydra._internal import utils
 
@@ -23,14 +28,14 @@ def wrap_run_and_report(guard: Callable[[Callable[[], Any]], Callable[[], Any]])
     if getattr(original, "segloss", False):
         return
 
-    def run_and_report(func: Callable[[], Any]) -> Any:
+    def run_and_report(func: Callable[[], T]) -> T:
         return original(guard(func))
 
     run_and_report.segloss = True
     utils.run_and_report = run_and_report
 
 
-def split_sweep(overrides: Sequence[Any]) -> list[list[str]]:
+def split_sweep(overrides: Sequence[Override]) -> list[list[str]]:
     """Every job's overrides, as the basic sweeper expands parsed ``overrides`` (no batching)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 

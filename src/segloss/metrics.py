@@ -11,9 +11,9 @@ Dice and IoU always come from the same ``dice_from_counts`` / ``iou_from_counts`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import torch
 from scipy import ndimage
@@ -40,7 +40,7 @@ EMPTY_CONVENTIONS = ("reloaded", "nan")
 GROUP_KEYS = ("loss", "seed")  # aggregations keep models apart when these columns exist
 
 
-def _as_masks(x: Any, name: str) -> np.ndarray:
+def _as_masks(x: npt.ArrayLike, name: str) -> np.ndarray:
     """A boolean ``(N,H,W)`` numpy array; ValueError for NaN or anything not 0/1."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -64,14 +64,14 @@ def _check_empty(empty: str) -> None:
         raise ValueError(f"empty must be one of {EMPTY_CONVENTIONS}, got {empty!r}")
 
 
-def _masks_pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+def _masks_pair(pred: npt.ArrayLike, target: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     p, t = _as_masks(pred, "pred"), _as_masks(target, "target")
     if p.shape != t.shape:
         raise ValueError(f"pred and target shapes differ: {p.shape} vs {t.shape}")
     return p, t
 
 
-def confusion_counts(pred: Any, target: Any) -> dict[str, np.ndarray]:
+def confusion_counts(pred: npt.ArrayLike, target: npt.ArrayLike) -> dict[str, np.ndarray]:
     """Per-image ``tp, fp, fn, tn`` (int64 arrays of length N) of boolean ``(N,H,W)`` masks."""
     p, t = _masks_pair(pred, target)
     return _counts(p, t)
@@ -85,7 +85,7 @@ def _counts(p: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v.astype(np.int64) for k, v in zip(COUNTS, (tp, fp, fn, tn), strict=True)}
 
 
-def _ratio(num: Any, den: Any, fill: float = np.nan) -> np.ndarray:
+def _ratio(num: npt.ArrayLike, den: npt.ArrayLike, fill: float = np.nan) -> np.ndarray:
     """``num / den`` as float64, ``fill`` where ``den == 0``."""
     num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
     out = np.full(np.broadcast(num, den).shape, fill)
@@ -93,21 +93,27 @@ def _ratio(num: Any, den: Any, fill: float = np.nan) -> np.ndarray:
     return out
 
 
-def _empty_target_nan(values: np.ndarray, tp: Any, fn: Any, empty: str) -> np.ndarray:
+def _empty_target_nan(
+    values: np.ndarray, tp: npt.ArrayLike, fn: npt.ArrayLike, empty: str
+) -> np.ndarray:
     """Under ``empty="nan"`` blank out the values whose target is empty."""
     if empty == "nan":
         values = np.where(np.asarray(tp) + np.asarray(fn) == 0, np.nan, values)
     return values
 
 
-def dice_from_counts(tp: Any, fp: Any, fn: Any, *, empty: str = "reloaded") -> np.ndarray:
+def dice_from_counts(
+    tp: npt.ArrayLike, fp: npt.ArrayLike, fn: npt.ArrayLike, *, empty: str = "reloaded"
+) -> np.ndarray:
     """Dice ``2TP / (2TP + FP + FN)``; both masks empty -> 1 (``reloaded``) or NaN (``nan``)."""
     _check_empty(empty)
     tp = np.asarray(tp)
     return _empty_target_nan(_ratio(2 * tp, 2 * tp + np.asarray(fp) + fn, 1.0), tp, fn, empty)
 
 
-def iou_from_counts(tp: Any, fp: Any, fn: Any, *, empty: str = "reloaded") -> np.ndarray:
+def iou_from_counts(
+    tp: npt.ArrayLike, fp: npt.ArrayLike, fn: npt.ArrayLike, *, empty: str = "reloaded"
+) -> np.ndarray:
     """IoU ``TP / (TP + FP + FN)``; both masks empty -> 1 (``reloaded``) or NaN (``nan``)."""
     _check_empty(empty)
     tp = np.asarray(tp)
@@ -155,8 +161,8 @@ def _hd95_nsd(
 
 
 def per_image(
-    pred: Any,
-    target: Any,
+    pred: npt.ArrayLike,
+    target: npt.ArrayLike,
     *,
     nsd_tolerance: float,
     spacing: Sequence[float] = (1.0, 1.0),

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from types import FrameType
 
 import psutil
 
@@ -72,7 +72,7 @@ def sigterm_as_interrupt(signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterat
         yield
         return
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         _RECEIVED.append(name)
         raise KeyboardInterrupt(name)

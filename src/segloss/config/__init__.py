@@ -14,7 +14,8 @@ its plugins before it composes, so any ``compose``/``@hydra.main`` finds the sch
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+
+from omegaconf import DictConfig
 
 from segloss.config.checks import from_mapping, is_set, plain
 from segloss.config.cv import CvConfig
@@ -84,14 +85,14 @@ def register() -> None:
         store.store(group=group, name=name, node=node, provider="segloss")
 
 
-def validate(cfg: Any) -> Config:
+def validate(cfg: DictConfig | Mapping[str, object]) -> Config:
     """Run every range check on a composed config (a DictConfig or its plain container);
     the first failure is a :class:`ConfigError` naming the setting.
 
     Interpolations are resolved; ``???`` (MISSING, e.g. ``data.root`` of ``data=lgg``) stays
     as it is and is an error only where it is used (the prepare stage).
     """
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import OmegaConf
 
     if isinstance(cfg, DictConfig):
         keys = [k for k in cfg if k != "hydra"]
@@ -104,7 +105,7 @@ def validate(cfg: Any) -> Config:
     return from_mapping(Config, values | groups, "config")
 
 
-def _group(name: str, values: Mapping[str, Any] | None) -> Any:
+def _group(name: str, values: Mapping[str, object] | None) -> object:
     if name == "data":
         return data_config(values or {})
     if name == "loss":

@@ -12,35 +12,38 @@ import dataclasses
 import math
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from omegaconf import MISSING
 
 from segloss.errors import ConfigError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 T = TypeVar("T")
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: object) -> bool:
     """A whole number (``True``/``False`` are not)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: object) -> bool:
     """An int or float (not a bool, not NaN)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
-def is_set(value: Any) -> bool:
+def is_set(value: object) -> bool:
     """Neither null, empty nor OmegaConf's ``???`` (MISSING)."""
     return value not in (None, "", MISSING)
 
 
-def int_at_least(value: Any, low: int) -> bool:
+def int_at_least(value: object, low: int) -> bool:
     return is_int(value) and value >= low
 
 
-def positive(value: Any) -> bool:
+def positive(value: object) -> bool:
     """A finite number > 0."""
     return is_number(value) and 0 < value < math.inf
 
@@ -51,12 +54,12 @@ def require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def rule(prefix: str, value: Any, ok: bool, expected: str) -> None:
+def rule(prefix: str, value: object, ok: bool, expected: str) -> None:
     """``<prefix> must be <expected>, got <value!r>`` unless ``ok``."""
     require(ok, f"{prefix} must be {expected}, got {value!r}")
 
 
-def from_mapping(cls: type[T], values: Mapping[str, Any] | None, prefix: str) -> T:
+def from_mapping(cls: type[T], values: Mapping[str, object] | None, prefix: str) -> T:
     """``cls`` built from ``values`` (nested mappings become the nested schemas), every
     ``__post_init__`` check run; ``ConfigError`` for unknown keys, and for absent ones that
     have no default (``MISSING``: their value lives in conf/)."""
@@ -77,6 +80,6 @@ def from_mapping(cls: type[T], values: Mapping[str, Any] | None, prefix: str) ->
     return cls(**values)
 
 
-def plain(obj: Any) -> dict[str, Any]:
+def plain(obj: DataclassInstance) -> dict[str, object]:
     """A schema instance as a plain dict (nested schemas too)."""
     return dataclasses.asdict(obj)

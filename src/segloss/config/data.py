@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from omegaconf import MISSING
 
@@ -19,7 +18,7 @@ SPLITS = ("train", "val", "test")
 SOURCES = ("synthetic", "lgg", "folder")
 
 
-def check_fractions(fractions: Mapping[str, Any], setting: str = "data.split") -> None:
+def check_fractions(fractions: Mapping[str, object], setting: str = "data.split") -> None:
     """Split fractions: exactly train/val/test, each >= 0, summing to 1."""
     if set(fractions) != set(SPLITS):
         raise ConfigError(f"{setting}: expected keys {', '.join(SPLITS)}, got {sorted(fractions)}")
@@ -52,7 +51,7 @@ class Normalise:
         require(ok, f"data.normalise={asdict(self)}: need 0 <= low < high <= 100")
 
 
-def _size(key: str, value: Any, minimum: int) -> None:
+def _size(key: str, value: object, minimum: int) -> None:
     # int(7.5) would silently train at 7 pixels: only whole numbers are sizes and counts
     require(is_int(value), f"data.{key}={value!r} must be an integer")
     require(value >= minimum, f"data.{key}={value} must be >= {minimum}")
@@ -139,7 +138,7 @@ DATA_SCHEMAS: dict[str, type[DataConfig]] = {
 }
 
 
-def data_config(values: Mapping[str, Any]) -> SyntheticData | LggData | FolderData:
+def data_config(values: Mapping[str, object]) -> SyntheticData | LggData | FolderData:
     """The validated ``data`` settings of the source ``values["source"]`` names."""
     source = values.get("source")
     if source not in DATA_SCHEMAS:

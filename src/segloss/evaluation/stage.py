@@ -11,7 +11,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -35,9 +34,9 @@ class ModelResult:
     """One evaluated model: its tables, its ``per_model.csv`` row and test summary."""
 
     checkpoint: Checkpoint
-    state: dict[str, Any]  # the checkpoint's dict without the weights (run ids, data, ...)
+    state: dict[str, object]  # the checkpoint's dict without the weights (run ids, data, ...)
     tables: dict[str, pd.DataFrame]  # per_image, per_patient, thresholds, calibration, ...
-    per_model: dict[str, Any]
+    per_model: dict[str, object]
     summary: dict[str, float]
 
 
@@ -46,8 +45,8 @@ class Evaluation:
     """Every model's result, with the prepared data's ``meta`` and distance ``units``."""
 
     models: list[ModelResult]
-    meta: dict[str, Any]
-    units: dict[str, Any]
+    meta: dict[str, object]
+    units: dict[str, object]
     predictions: Path
 
 

@@ -13,7 +13,6 @@ import tempfile
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import filelock
 import yaml
@@ -60,7 +59,7 @@ class MlflowSweepCallback(Callback):
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
         # Hydra only warns when a callback raises, and would run the jobs without a parent:
         # a bad setting is one error line (exit 2), anything else a traceback (exit 1).
         try:
@@ -126,7 +125,7 @@ class MlflowSweepCallback(Callback):
         host, pid, started = processes.identity()
         os.environ[LAUNCHER_ENV] = f"{pid}:{started}:{host}"
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
         self._end(completed=True)
 
     def _end(self, completed: bool) -> None:

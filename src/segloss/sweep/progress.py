@@ -7,18 +7,23 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+
+if TYPE_CHECKING:  # names only: a job imports this module before torch
+    from rich.console import Group
+
+    from segloss.training.job import Progress
 
 # the folder where parallel jobs report their epochs for the sweep's one display
 PROGRESS_ENV = "SEGLOSS_SWEEP_PROGRESS"
 
 
-def job_progress() -> tuple[Any, Any] | None:
+def job_progress() -> tuple[Progress, Callable[[str], None]] | None:
     """In a job of a parallel sweep: ``(on_epoch, on_end)`` that report this job's epochs and
     end to the sweep's display (files under ``<sweep dir>/progress/``); None otherwise."""
     folder = os.environ.get(PROGRESS_ENV)
@@ -60,7 +65,7 @@ class SweepProgress:
                 found.append(json.loads(path.read_text()))
         return found
 
-    def render(self) -> Any:
+    def render(self) -> Group:
         from rich.console import Group
         from rich.table import Table
         from rich.text import Text

@@ -9,7 +9,6 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import numpy as np
@@ -66,7 +65,7 @@ class Dataset:
 def split_dataset(
     manifest: pd.DataFrame,
     prepared: str | os.PathLike,
-    meta: Mapping[str, Any],
+    meta: Mapping[str, object],
     split: str,
     patients: list[str],
     fold: int | None = None,
@@ -146,7 +145,7 @@ def log_model(
     model: nn.Module,
     input_example: np.ndarray,
     *,
-    tags: Mapping[str, Any] | None = None,
+    tags: Mapping[str, object] | None = None,
 ) -> str:
     """Log a model in MLflow 3's pickle-free PyTorch format; its logged-model id.
 

@@ -7,7 +7,6 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
@@ -18,7 +17,6 @@ from segloss.errors import first_line
 from segloss.tracking.store import prepare, retry_locked, store_client
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
-MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 # Tags every run gets: where its process runs, so a dead process's runs can be found.
 HOST_TAG, PID_TAG, PID_STARTED_TAG = "segloss.host", "segloss.pid", "segloss.pid_started"
 REASON_TAG = "reason"  # why a run ended FAILED or KILLED
@@ -32,8 +30,8 @@ def start_run(
     *,
     run_name: str,
     parent_run_id: str | None = None,
-    tags: Mapping[str, Any] | None = None,
-    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, object] | None = None,
+    params: Mapping[str, object] | None = None,
 ) -> str:
     """Create a RUNNING run (nested under ``parent_run_id`` if given); its id.
 
@@ -45,9 +43,9 @@ def start_run(
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     run = retry_locked(client.create_run, experiment_id, tags=all_tags, run_name=run_name)
-    items = [Param(k, v) for k, v in (params or {}).items()]
-    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-        retry_locked(client.log_batch, run.info.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+    # MLflow's log_batch splits the params into batches of its limit (100) itself
+    params = [Param(k, v) for k, v in (params or {}).items()]
+    retry_locked(client.log_batch, run.info.run_id, params=params)
     return run.info.run_id
 
 
@@ -160,7 +158,7 @@ def child_runs(
     ]
 
 
-def set_tags(uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
+def set_tags(uri: str, run_id: str, tags: Mapping[str, object]) -> None:
     """Set tags on an existing run (running or ended)."""
     client = store_client(uri)
     for key, value in tags.items():

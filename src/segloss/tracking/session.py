@@ -10,7 +10,6 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch import nn
@@ -39,7 +38,7 @@ class TrackedRun:
         log_artifacts(self.uri, self.run_id, paths)
 
     def log_model(
-        self, model: nn.Module, input_example: np.ndarray, tags: Mapping[str, Any] | None = None
+        self, model: nn.Module, input_example: np.ndarray, tags: Mapping[str, object] | None = None
     ) -> str | None:
         return log_model(self.uri, self.run_id, model, input_example, tags=tags)
 
@@ -125,8 +124,8 @@ def tracked_run(
     *,
     run_name: str,
     parent_run_id: str | None = None,
-    tags: Mapping[str, Any] | None = None,
-    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, object] | None = None,
+    params: Mapping[str, object] | None = None,
     system_metrics_interval: float | None = None,
 ) -> Iterator[TrackedRun]:
     """A run that ends FINISHED, FAILED on an exception, KILLED on Ctrl-C or SIGTERM; a FAILED

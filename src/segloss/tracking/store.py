@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 import filelock
 import mlflow
@@ -24,6 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFL
 from segloss.errors import SeglossError
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 LOCK_RETRIES = 12
 
@@ -65,7 +66,7 @@ def _retriable(exc: BaseException) -> bool:
     return any(reason in text for reason in _RETRIABLE)
 
 
-def retry_locked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def retry_locked(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Call ``fn``, retrying with jittered exponential backoff while the store is locked or a
     concurrent insert of the same row won (up to ``LOCK_RETRIES`` attempts); any other error
     is raised at once."""
@@ -161,7 +162,7 @@ def prepare(uri: str | None, experiment: str) -> str | None:
         return retry_locked(client.get_experiment_by_name, experiment).experiment_id
 
 
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten(config: Mapping[str, object], prefix: str = "") -> dict[str, str]:
     """Nested mapping -> ``{"train.lr": "0.001", ...}`` (lists kept as their string)."""
     flat: dict[str, str] = {}
     for key, value in config.items():
