@@ -123,3 +123,24 @@ def test_no_private_name_is_imported_from_another_module():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segloss"):
                 found += [f"{name}: {a.name}" for a in node.names if a.name.startswith("_")]
     assert found == []
+
+
+def test_no_ground_floor_parameter_is_typed_any():
+    """The building blocks take typed settings and values (``Config`` groups, dataclasses,
+    arrays, ``Mapping[str, object]`` for tags and stored results), never ``Any``."""
+    found = []
+    for name, path in MODULES.items():
+        if not _within(name, GROUND):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                args = node.args
+                every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+                found += [
+                    f"{name}.{node.name}({arg.arg}: {ast.unparse(arg.annotation)})"
+                    for arg in every
+                    if arg is not None
+                    and arg.annotation is not None
+                    and "Any" in ast.unparse(arg.annotation)
+                ]
+    assert found == []

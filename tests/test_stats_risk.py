@@ -40,12 +40,12 @@ def test_collapse_rates_and_fisher_count_the_models_below_the_threshold():
         }
     )
     rates = collapse_rates(per_model, 0.1, 0.95)
-    assert {loss: (r["collapsed"], r["models"]) for loss, r in rates.items()} == {
+    assert {loss: (r.collapsed, r.models) for loss, r in rates.items()} == {
         "bce": (3, 6),
         "bce_dice": (1, 6),
     }
-    assert rates["bce"]["rate"] == 0.5
-    assert rates["bce"]["ci"] == pytest.approx(list(clopper_pearson(3, 6)))
+    assert rates["bce"].rate == 0.5
+    assert rates["bce"].ci == pytest.approx(list(clopper_pearson(3, 6)))
     test = fisher_test(rates["bce"], rates["bce_dice"])
     assert test == {
         "method": "fisher_exact",

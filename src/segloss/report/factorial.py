@@ -10,7 +10,7 @@ risk.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +104,15 @@ def factorial_verdict(
         alpha=alpha,
         margin=margin,
     )
-    result["factor"] = factor.key
-    result["metric"] = metric
+    per_level = {}
     for level in levels:
         per_model = at_level(data, factor.column, level).per_model
         rates = collapse_rates(per_model, settings.collapse_dice, 1 - alpha)
-        result["per_level"][level] |= {
-            "collapse": rates,
+        per_level[level] = result["per_level"][level] | {
+            "collapse": {loss: asdict(r) for loss, r in rates.items()},
             "collapse_test": fisher_test(rates[baseline], rates[candidate]),
         }
-    return result
+    return result | {"factor": factor.key, "metric": metric, "per_level": per_level}
 
 
 def spread(per_model: pd.DataFrame, factor: Factor, levels: list[str], threshold: float) -> Figure:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import pandas as pd
@@ -18,6 +19,7 @@ import pandas as pd
 from segloss.config import ReportConfig
 from segloss.report.tables import METRICS, loss_variants
 from segloss.stats import (
+    Rate,
     crossed_verdict,
     fisher_test,
     friedman,
@@ -103,9 +105,9 @@ def collapsed_seeds(per_model: pd.DataFrame, threshold: float) -> dict[str, list
     }
 
 
-def collapse_rates(per_model: pd.DataFrame, threshold: float, level: float) -> dict[str, dict]:
-    """Per loss: ``{models, collapsed, rate, ci}``, a model collapsed when its best validation
-    per-patient Dice stayed below ``threshold``; ``ci`` exact (Clopper-Pearson) at ``level``."""
+def collapse_rates(per_model: pd.DataFrame, threshold: float, level: float) -> dict[str, Rate]:
+    """Per loss: its collapse rate, a model collapsed when its best validation per-patient
+    Dice stayed below ``threshold``; the interval exact (Clopper-Pearson) at ``level``."""
     low = per_model["best_val_dice"] < threshold
     return {
         loss: rate(int(low[group.index].sum()), len(group), level)
@@ -226,7 +228,7 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: ReportConfig) ->
     extra = _overview(score_table, tables["per_model"], losses) | {
         "loss_variants": variants,
         "comparisons": comparisons,
-        "collapse": rates,
+        "collapse": {loss: asdict(r) for loss, r in rates.items()},
         "collapse_dice": settings.collapse_dice,
         "collapse_test": fisher_test(rates[baseline], rates[candidate]) if has_primary else None,
         "metric_agreement": agreement(tables["per_model"]),

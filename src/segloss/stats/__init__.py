@@ -39,7 +39,7 @@ from segloss.stats.comparison import (
     model_table,
     paired_comparison,
 )
-from segloss.stats.rates import clopper_pearson, fisher_test, rate
+from segloss.stats.rates import Rate, clopper_pearson, fisher_test, rate
 from segloss.stats.signed_rank import bayes_signed_rank, holm, rank_biserial, wilcoxon_p
 from segloss.stats.superiority import superiority
 from segloss.stats.variance import (
@@ -57,6 +57,7 @@ __all__ = [
     "CI_METHOD",
     "VERDICTS",
     "Components",
+    "Rate",
     "bayes_signed_rank",
     "clopper_pearson",
     "complete",

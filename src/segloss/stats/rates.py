@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from scipy import stats
 
@@ -20,21 +20,28 @@ def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[f
     return float(low), float(high)
 
 
-def rate(events: int, trials: int, level: float = 0.95) -> dict[str, Any]:
-    """``{models, collapsed, rate, ci}``: ``events`` of ``trials`` models, with the exact
-    interval (``rate`` null without models)."""
-    return {
-        "models": int(trials),
-        "collapsed": int(events),
-        "rate": events / trials if trials else None,
-        "ci": list(clopper_pearson(events, trials, level)),
-    }
+@dataclass(frozen=True)
+class Rate:
+    """``collapsed`` of ``models`` models, the share (None without models) and its exact
+    interval (verdict.json's ``collapse``: ``dataclasses.asdict``)."""
+
+    models: int
+    collapsed: int
+    rate: float | None
+    ci: list[float]
 
 
-def fisher_test(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Fisher's exact test (two-sided) of two :func:`rate` results: do the rates differ?"""
-    table = [
-        [a["collapsed"], a["models"] - a["collapsed"]],
-        [b["collapsed"], b["models"] - b["collapsed"]],
-    ]
+def rate(events: int, trials: int, level: float = 0.95) -> Rate:
+    """``events`` of ``trials`` models, with the exact (Clopper-Pearson) ``level`` interval."""
+    return Rate(
+        models=int(trials),
+        collapsed=int(events),
+        rate=events / trials if trials else None,
+        ci=list(clopper_pearson(events, trials, level)),
+    )
+
+
+def fisher_test(a: Rate, b: Rate) -> dict[str, str | float]:
+    """Fisher's exact test (two-sided) of two rates: do they differ?"""
+    table = [[a.collapsed, a.models - a.collapsed], [b.collapsed, b.models - b.collapsed]]
     return {"method": "fisher_exact", "p_value": float(stats.fisher_exact(table).pvalue)}
