@@ -13,9 +13,10 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from segloss.cli import one_line_errors
+from segloss.cli import stage
+from segloss.config import Config
 from segloss.errors import SeglossError
 from segloss.io import write_csv, write_text
 from segloss.tuning import PREFIX, best_rates, tuning_runs
@@ -24,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-@one_line_errors
-def main(cfg: DictConfig) -> None:
-    hydra_cfg = HydraConfig.get()
-    losses = list(cfg.tune.losses or str(hydra_cfg.sweeper.params.loss).split(","))
-    grid = [float(rate) for rate in cfg.tune.grid]
+@stage
+def main(settings: Config) -> None:
+    hydra_cfg, tune = HydraConfig.get(), settings.tune
+    losses = list(tune.losses or str(hydra_cfg.sweeper.params.loss).split(","))
+    grid = [float(rate) for rate in tune.grid]
     sweep = [
         sys.executable,
         str(ROOT / "pipelines" / "train.py"),
@@ -36,19 +37,19 @@ def main(cfg: DictConfig) -> None:
         *hydra_cfg.overrides.task,  # the user's overrides (data, model, train.epochs, ...)
         f"loss={','.join(losses)}",
         f"train.lr={','.join(map(str, grid))}",
-        f"seed={','.join(str(s) for s in cfg.tune.seeds)}",
-        f"paths.models={cfg.tune.models}/{PREFIX}${{train.lr}}",
+        f"seed={','.join(str(s) for s in tune.seeds)}",
+        f"paths.models={tune.models}/{PREFIX}${{train.lr}}",
     ]
     if subprocess.run(sweep, cwd=ROOT).returncode != 0:
-        raise SeglossError(f"tuning sweep failed (see its output above): {cfg.tune.out} unchanged")
-    runs = tuning_runs(cfg.tune.models)
+        raise SeglossError(f"tuning sweep failed (see its output above): {tune.out} unchanged")
+    runs = tuning_runs(tune.models)
     chosen = best_rates(runs, losses, grid)
-    write_csv(runs, Path(cfg.paths.reports) / "tuning.csv")
+    write_csv(runs, Path(settings.paths.reports) / "tuning.csv")
     header = "# Written by pipelines/tune.py: best lr per loss on validation Dice (tune.grid).\n"
-    write_text(header + OmegaConf.to_yaml(chosen), ROOT / cfg.tune.out)
+    write_text(header + OmegaConf.to_yaml(chosen), ROOT / tune.out)
     for loss, rate in chosen.items():
         print(f"{loss}: lr {rate:g}")
-    print(f"{cfg.tune.out} written; next: python pipelines/train.py -m experiment=tuned")
+    print(f"{tune.out} written; next: python pipelines/train.py -m experiment=tuned")
 
 
 if __name__ == "__main__":

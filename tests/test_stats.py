@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import asdict
 
 import baycomp
 import numpy as np
@@ -199,8 +200,10 @@ def study_scores(shift, seed_sd, residual_sd, patients=20, seeds=3, seed=0):
     ],
 )
 def test_each_verdict_from_a_constructed_study(shift, seed_sd, residual_sd, expected):
-    result = paired_comparison(
-        study_scores(shift, seed_sd, residual_sd), "bce", "bce_dice", metric="dice", **DESIGN
+    result = asdict(
+        paired_comparison(
+            study_scores(shift, seed_sd, residual_sd), "bce", "bce_dice", metric="dice", **DESIGN
+        )
     )
     assert result["verdict"] == expected
     low, high = result["ci"]
@@ -209,7 +212,9 @@ def test_each_verdict_from_a_constructed_study(shift, seed_sd, residual_sd, expe
 
 def test_comparison_agrees_with_scipy_and_baycomp_on_the_seed_means():
     scores = study_scores(0.01, 0.01, 0.03, seed=4)
-    result = paired_comparison(scores, "bce", "bce_dice", metric="dice", **DESIGN | {"seed": 1})
+    result = asdict(
+        paired_comparison(scores, "bce", "bce_dice", metric="dice", **DESIGN | {"seed": 1})
+    )
     wide = scores.groupby(["patient", "loss"])["value"].mean().unstack()
     d = (wide["bce_dice"] - wide["bce"]).to_numpy()
     assert result["p_value"] == pytest.approx(scipy_stats.wilcoxon(d).pvalue)
@@ -222,15 +227,19 @@ def test_comparison_agrees_with_scipy_and_baycomp_on_the_seed_means():
     assert bayes["p_equivalent"] == pytest.approx(rope, abs=0.01)
     assert bayes["p_worse"] == pytest.approx(left, abs=0.01)
     # Lower is better (HD95): the candidate's lower values are its win.
-    flipped = paired_comparison(
-        scores, "bce", "bce_dice", metric="hd95", higher_is_better=False, **DESIGN | {"seed": 1}
+    flipped = asdict(
+        paired_comparison(
+            scores, "bce", "bce_dice", metric="hd95", higher_is_better=False, **DESIGN | {"seed": 1}
+        )
     )
     assert flipped["bayes"]["p_better"] == pytest.approx(bayes["p_worse"], abs=0.01)
 
 
 def test_result_is_json_with_the_contract_keys_and_is_seeded():
     scores = study_scores(0.03, 0.02, 0.03)
-    result = paired_comparison(scores, "bce", "bce_dice", metric="dice_per_patient", **AT_90)
+    result = asdict(
+        paired_comparison(scores, "bce", "bce_dice", metric="dice_per_patient", **AT_90)
+    )
     keys = {
         "baseline",
         "candidate",
@@ -258,18 +267,21 @@ def test_result_is_json_with_the_contract_keys_and_is_seeded():
     assert result["ci_level"] == pytest.approx(0.9)
     assert json.loads(json.dumps(result, allow_nan=False))["ci"] == result["ci"]
     assert (
-        paired_comparison(scores, "bce", "bce_dice", metric="dice_per_patient", **AT_90) == result
+        asdict(paired_comparison(scores, "bce", "bce_dice", metric="dice_per_patient", **AT_90))
+        == result
     )
 
 
 def test_seeds_can_be_left_out_and_incomplete_runs_are_dropped():
     scores = study_scores(0.05, 0.01, 0.01)
-    without = paired_comparison(scores, "bce", "bce_dice", metric="dice", drop_seeds=[1], **DESIGN)
+    without = asdict(
+        paired_comparison(scores, "bce", "bce_dice", metric="dice", drop_seeds=[1], **DESIGN)
+    )
     assert sorted(without["per_seed_differences"]) == [0, 2] and without["n_seeds"] == 2
     failed = scores[~((scores.loss == "bce") & (scores.seed == 2))]
     extra = pd.DataFrame([("bce_dice", 0, "P_ONLY", 0, 0.1)], columns=scores.columns)
-    result = paired_comparison(
-        pd.concat([failed, extra]), "bce", "bce_dice", metric="dice", **DESIGN
+    result = asdict(
+        paired_comparison(pd.concat([failed, extra]), "bce", "bce_dice", metric="dice", **DESIGN)
     )
     assert (result["n_pairs"], result["n_seeds"]) == (20, 2)
 

@@ -4,6 +4,7 @@ against scipy on the same numbers, against direct counts, and by simulation."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -72,11 +73,11 @@ def test_superiority_estimate_is_the_direct_count_over_pairs_of_different_seeds(
         for s, t in itertools.permutations(range(3), 2)
     ]
     result = superiority(*tables(cand, base, np.zeros(6, int)))
-    assert result["estimate"] == pytest.approx(np.mean(wins))
+    assert result.estimate == pytest.approx(np.mean(wins))
     flipped = superiority(*tables(cand, base, np.zeros(6, int)), higher_is_better=False)
-    assert flipped["estimate"] == pytest.approx(1 - np.mean(wins))
-    assert superiority(*tables(cand[:, :1], base[:, :1], np.zeros(6, int)))["estimate"] is None
-    assert superiority(*tables(cand[:, :2], base[:, :2], np.zeros(6, int)))["ci"] is None
+    assert flipped.estimate == pytest.approx(1 - np.mean(wins))
+    assert superiority(*tables(cand[:, :1], base[:, :1], np.zeros(6, int))).estimate is None
+    assert superiority(*tables(cand[:, :2], base[:, :2], np.zeros(6, int))).ci is None
 
 
 def arm(rng, mu, shared, sd_patient, sd_model, sd_residual, seeds=5, folds=FOLDS):
@@ -104,7 +105,7 @@ def test_superiority_interval_covers_the_truth(components, shift):
         shared = rng.normal(0, 1, (len(FOLDS), 1))
         cand = arm(rng, shift, shared, *components)
         base = arm(rng, 0.0, shared, *components)
-        low, high = superiority(*tables(cand, base, FOLDS))["ci"]
+        low, high = superiority(*tables(cand, base, FOLDS)).ci
         covered += low <= truth <= high
     assert 0.90 <= covered / 300 <= 0.98
 
@@ -128,12 +129,13 @@ def test_interaction_is_the_difference_of_the_levels_differences():
     result = interaction(
         scores, "sampling", ["uniform", "foreground"], "bce", "bce_dice", alpha=0.05, margin=0.02
     )
+    per_level = result.per_level
     means = scores.groupby(["sampling", "loss"])["value"].mean()
     edge = {lv: means[lv, "bce_dice"] - means[lv, "bce"] for lv in ("uniform", "foreground")}
-    assert result["per_level"]["uniform"]["mean_difference"] == pytest.approx(edge["uniform"])
-    assert result["difference"] == pytest.approx(edge["uniform"] - edge["foreground"])
-    assert result["levels"] == ["uniform", "foreground"] and result["ci_level"] == 0.95
-    assert result["per_level"]["foreground"]["superiority"]["estimate"] is not None
+    assert per_level["uniform"]["mean_difference"] == pytest.approx(edge["uniform"])
+    assert result.difference == pytest.approx(edge["uniform"] - edge["foreground"])
+    assert result.levels == ["uniform", "foreground"] and result.ci_level == 0.95
+    assert per_level["foreground"]["superiority"].estimate is not None
 
 
 @pytest.mark.parametrize(
@@ -150,7 +152,7 @@ def test_interaction_interval_covers_the_truth(sd_model, edges):
         scores = factorial_scores(rng, edges, sd_model)
         low, high = interaction(
             scores, "sampling", ["u", "f"], "bce", "bce_dice", alpha=0.05, margin=0.02
-        )["ci"]
+        ).ci
         covered += low <= truth <= high
     assert 0.90 <= covered / 300 <= 0.98
 
@@ -206,7 +208,7 @@ def test_crossed_verdict_is_paired_comparisons_interval_alone():
     ]
     scores = pd.DataFrame(rows, columns=["loss", "seed", "patient", "value"])
     args = {"higher_is_better": True, "alpha": 0.05, "margin": 0.02}
-    full = paired_comparison(scores, "a", "b", metric="m", seed=0, **args)
-    alone = crossed_verdict(scores, "a", "b", **args)
+    full = asdict(paired_comparison(scores, "a", "b", metric="m", seed=0, **args))
+    alone = asdict(crossed_verdict(scores, "a", "b", **args))
     assert alone == {k: full[k] for k in alone}
     assert set(alone) == {"mean_difference", "ci", "ci_level", "ci_method", "margin", "verdict"}

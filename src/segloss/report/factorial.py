@@ -94,15 +94,17 @@ def factorial_verdict(
     frames = {"per_image": data.per_image, "per_patient": data.per_patient}
     scores = patient_scores(column, source, frames, by=[factor.column])
     alpha, margin = settings.alpha, settings.margin
-    result = interaction(
-        scores,
-        factor.column,
-        levels,
-        baseline,
-        candidate,
-        higher_is_better=higher,
-        alpha=alpha,
-        margin=margin,
+    result = asdict(
+        interaction(
+            scores,
+            factor.column,
+            levels,
+            baseline,
+            candidate,
+            higher_is_better=higher,
+            alpha=alpha,
+            margin=margin,
+        )
     )
     per_level = {}
     for level in levels:

@@ -168,7 +168,7 @@ def metric_verdicts(
                 margin=float(margin),
             )
             out.setdefault(loss, {})[name] = {
-                k: r[k] for k in ("mean_difference", "ci", "margin", "verdict")
+                k: getattr(r, k) for k in ("mean_difference", "ci", "margin", "verdict")
             }
     return out
 
@@ -190,7 +190,7 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: ReportConfig) ->
     def compare(loss: str, name: str, spec=None, drop=()) -> dict[str, Any]:
         column, source, higher = spec or specs[name]
         variant = {"baseline": variants.get(baseline), "candidate": variants.get(loss)}
-        return {"variant": variant} | paired_comparison(
+        compared = paired_comparison(
             patient_scores(column, source, tables),
             baseline,
             loss,
@@ -201,6 +201,7 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: ReportConfig) ->
             seed=settings.seed,
             drop_seeds=drop,
         )
+        return {"variant": variant} | asdict(compared)
 
     def with_sensitivity(loss: str, name: str) -> dict[str, Any]:
         result = compare(loss, name)

@@ -30,6 +30,9 @@ Friedman over three or more losses), :mod:`.superiority` (single-run risk), :mod
 from segloss.stats.agreement import discordant_share, metric_agreement
 from segloss.stats.comparison import (
     VERDICTS,
+    CrossedVerdict,
+    Interaction,
+    PairedComparison,
     complete,
     crossed_verdict,
     decide,
@@ -41,10 +44,11 @@ from segloss.stats.comparison import (
 )
 from segloss.stats.rates import Rate, clopper_pearson, fisher_test, rate
 from segloss.stats.signed_rank import bayes_signed_rank, holm, rank_biserial, wilcoxon_p
-from segloss.stats.superiority import superiority
+from segloss.stats.superiority import Superiority, superiority
 from segloss.stats.variance import (
     CI_METHOD,
     Components,
+    Power,
     crossed_interval,
     design_needed,
     minimum_detectable,
@@ -57,7 +61,12 @@ __all__ = [
     "CI_METHOD",
     "VERDICTS",
     "Components",
+    "CrossedVerdict",
+    "Interaction",
+    "PairedComparison",
+    "Power",
     "Rate",
+    "Superiority",
     "bayes_signed_rank",
     "clopper_pearson",
     "complete",

@@ -5,22 +5,81 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from segloss.stats.signed_rank import bayes_signed_rank, holm, rank_biserial, wilcoxon_p
-from segloss.stats.superiority import superiority
+from segloss.stats.superiority import Superiority, superiority
 from segloss.stats.variance import (
     CI_METHOD,
+    Power,
     crossed_interval,
     power,
     variance_components,
 )
 
 VERDICTS = ("better", "worse", "equivalent", "inconclusive")
+
+
+@dataclass(frozen=True)
+class CrossedVerdict:
+    """candidate - baseline, averaged over seeds per patient, then over patients, with its
+    crossed ``ci_level`` interval and the verdict against ``margin`` (:func:`decide`)."""
+
+    mean_difference: float | None
+    ci: list[float | None]
+    ci_level: float
+    ci_method: str
+    margin: float
+    verdict: str
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Everything :func:`paired_comparison` says about two losses (verdict.json's primary and
+    comparisons: ``dataclasses.asdict``, in this order)."""
+
+    baseline: str
+    candidate: str
+    metric: str
+    higher_is_better: bool
+    mean_difference: float | None
+    ci: list[float | None]
+    ci_level: float
+    ci_method: str
+    margin: float
+    verdict: str
+    p_value: float | None  # Wilcoxon signed-rank over the patients' seed means
+    p_holm: float | None  # set by whoever corrects a family of comparisons
+    effect_size: float | None  # rank-biserial correlation
+    bayes: dict[str, float]  # baycomp: p_better, p_equivalent, p_worse
+    power: Power
+    variance: dict[str, float | None]  # shares: patient, seed, fold, residual
+    n_pairs: int
+    n_seeds: int
+    n_folds: int
+    per_seed_differences: dict[int, float | None]
+    superiority: Superiority
+    alpha: float
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """How candidate - baseline changes with a second factor (:func:`interaction`)."""
+
+    factor: str
+    levels: list[str]
+    difference: float | None
+    ci: list[float | None]
+    ci_level: float
+    ci_method: str
+    margin: float
+    verdict: str
+    variance: dict[str, float | None]
+    per_level: dict[str, dict[str, object]]  # mean_difference, ci, verdict, superiority
 
 
 def _clean(x: float | None) -> float | None:
@@ -48,7 +107,7 @@ def decide(low: float | None, high: float | None, margin: float, higher_is_bette
 
 def _decided(
     low: float, high: float, alpha: float, margin: float, higher_is_better: bool
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """A crossed interval's fields: ``ci``, ``ci_level``, ``ci_method``, ``margin``, ``verdict``."""
     return {
         "ci": [_clean(low), _clean(high)],
@@ -102,14 +161,14 @@ def crossed_verdict(
     higher_is_better: bool = True,
     alpha: float,
     margin: float,
-) -> dict[str, Any]:
+) -> CrossedVerdict:
     """The crossed interval and verdict of :func:`paired_comparison` alone (no tests, power or
-    superiority): ``mean_difference``, ``ci``, ``ci_level``, ``ci_method``, ``margin``,
-    ``verdict``."""
+    superiority)."""
     _, _, diff = _paired_tables(scores, baseline, candidate, ())
     folds = diff.index.get_level_values("fold")
     mean, low, high, _ = crossed_interval(diff.to_numpy(), folds, 1 - alpha)
-    return {"mean_difference": _clean(mean), **_decided(low, high, alpha, margin, higher_is_better)}
+    decided = _decided(low, high, alpha, margin, higher_is_better)
+    return CrossedVerdict(mean_difference=_clean(mean), **decided)
 
 
 def paired_comparison(
@@ -123,7 +182,7 @@ def paired_comparison(
     margin: float,
     seed: int,
     drop_seeds: Sequence[int] = (),
-) -> dict[str, Any]:
+) -> PairedComparison:
     """Compare ``candidate`` with ``baseline`` on ``scores`` (loss, seed, patient, value[, fold]).
 
     ``mean_difference`` is candidate - baseline in the metric's units, averaged over seeds per
@@ -132,8 +191,8 @@ def paired_comparison(
     over the patients' seed means (secondary), ``bayes`` baycomp's signed-rank test on the same
     means with ``margin`` as the ROPE, ``power`` what this design detects. Seeds in
     ``drop_seeds`` are left out of both losses (sensitivity analyses); ``alpha``, ``margin``
-    and baycomp's ``seed`` are the caller's (the report passes ``report.*``).
-    JSON-serialisable.
+    and baycomp's ``seed`` are the caller's (the report passes ``report.*``). Its
+    ``dataclasses.asdict`` is JSON-serialisable.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
@@ -146,34 +205,34 @@ def paired_comparison(
     cand_means = cand.loc[diff.index, diff.columns].mean(axis=1).to_numpy()
     d = cand_means - base_means
     shares = components.shares()
-    return {
-        "baseline": baseline,
-        "candidate": candidate,
-        "metric": metric,
-        "higher_is_better": bool(higher_is_better),
-        "mean_difference": _clean(mean),
+    return PairedComparison(
+        baseline=baseline,
+        candidate=candidate,
+        metric=metric,
+        higher_is_better=bool(higher_is_better),
+        mean_difference=_clean(mean),
         **_decided(low, high, alpha, margin, higher_is_better),
-        "p_value": _clean(wilcoxon_p(d)),
-        "p_holm": None,
-        "effect_size": _clean(rank_biserial(d)),
-        "bayes": bayes_signed_rank(base_means, cand_means, margin, higher_is_better, seed),
-        "power": power(components, alpha, margin),
-        "variance": shares,
-        "n_pairs": int(len(diff)),
-        "n_seeds": int(diff.shape[1]),
-        "n_folds": int(len(components.patients_per_fold)),
-        "per_seed_differences": {
+        p_value=_clean(wilcoxon_p(d)),
+        p_holm=None,
+        effect_size=_clean(rank_biserial(d)),
+        bayes=bayes_signed_rank(base_means, cand_means, margin, higher_is_better, seed),
+        power=power(components, alpha, margin),
+        variance=shares,
+        n_pairs=int(len(diff)),
+        n_seeds=int(diff.shape[1]),
+        n_folds=int(len(components.patients_per_fold)),
+        per_seed_differences={
             (s.item() if isinstance(s, np.generic) else s): _clean(v)
             for s, v in diff.mean(axis=0).items()
         },
-        "superiority": superiority(
+        superiority=superiority(
             cand.loc[diff.index, diff.columns],
             base.loc[diff.index, diff.columns],
             higher_is_better,
             1 - alpha,
         ),
-        "alpha": float(alpha),
-    }
+        alpha=float(alpha),
+    )
 
 
 def interaction(
@@ -186,7 +245,7 @@ def interaction(
     higher_is_better: bool = True,
     alpha: float,
     margin: float,
-) -> dict[str, Any]:
+) -> Interaction:
     """How ``candidate - baseline`` changes with a second factor: the difference of the two
     differences, ``levels[0]``'s minus ``levels[1]``'s, with its crossed interval and verdict.
 
@@ -229,14 +288,14 @@ def interaction(
     mean, low, high, components = crossed_interval(
         both.to_numpy(), both.index.get_level_values("fold"), 1 - alpha
     )
-    return {
-        "factor": factor,
-        "levels": [str(level) for level in levels],
-        "difference": _clean(mean),
+    return Interaction(
+        factor=factor,
+        levels=[str(level) for level in levels],
+        difference=_clean(mean),
         **_decided(low, high, alpha, margin, higher_is_better),
-        "variance": components.shares(),
-        "per_level": per_level,
-    }
+        variance=components.shares(),
+        per_level=per_level,
+    )
 
 
 def loss_variance(scores: pd.DataFrame, loss: str) -> dict[str, float | None]:

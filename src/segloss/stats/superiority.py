@@ -21,7 +21,7 @@ readers x cases variance, Obuchowski-Rockette; the estimator here is the same id
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -37,11 +37,21 @@ def _kernel(cand: np.ndarray, base: np.ndarray, seeds: np.ndarray) -> np.ndarray
     return wins[:, off].mean(axis=1)
 
 
+@dataclass(frozen=True)
+class Superiority:
+    """P(one candidate run beats one baseline run) and its ``ci_level`` interval (null where
+    too few seeds)."""
+
+    estimate: float | None
+    ci: list[float] | None
+    ci_level: float
+
+
 def superiority(
     cand: pd.DataFrame, base: pd.DataFrame, higher_is_better: bool = True, level: float = 0.95
-) -> dict[str, Any]:
-    """``{estimate, ci, ci_level}`` from two complete ``patient x seed`` tables (index
-    ``(fold, patient)``, the same seeds as columns): P(candidate run > baseline run).
+) -> Superiority:
+    """P(candidate run > baseline run) from two complete ``patient x seed`` tables (index
+    ``(fold, patient)``, the same seeds as columns).
 
     ``estimate`` is null with fewer than two seeds (no pair of independent runs); ``ci`` is
     null with fewer than three (the seed jackknife needs two seeds left).
@@ -49,23 +59,20 @@ def superiority(
     sign = 1.0 if higher_is_better else -1.0
     c, b = sign * cand.to_numpy(float), sign * base.to_numpy(float)
     n_patients, n_seeds = c.shape
-    out: dict[str, Any] = {"estimate": None, "ci": None, "ci_level": float(level)}
+    level = float(level)
     if n_seeds < 2:
-        return out
+        return Superiority(None, None, level)
     every = np.arange(n_seeds)
     per_patient = _kernel(c, b, every)
     estimate = float(per_patient.mean())
-    out["estimate"] = estimate
     if n_seeds < 3 or n_patients < 2:
-        return out
+        return Superiority(estimate, None, level)
     var_patients = float(per_patient.var(ddof=1)) / n_patients
     dropped = np.array([_kernel(c, b, np.delete(every, k)).mean() for k in every])
     var_seeds = (n_seeds - 1) / n_seeds * float(np.sum((dropped - dropped.mean()) ** 2))
     total = var_patients + var_seeds
     if total <= 0:
-        out["ci"] = [estimate, estimate]
-        return out
+        return Superiority(estimate, [estimate, estimate], level)
     dof = total**2 / (var_patients**2 / (n_patients - 1) + var_seeds**2 / (n_seeds - 1))
     half = stats.t.ppf(0.5 + level / 2, dof) * math.sqrt(total)
-    out["ci"] = [max(0.0, estimate - half), min(1.0, estimate + half)]
-    return out
+    return Superiority(estimate, [max(0.0, estimate - half), min(1.0, estimate + half)], level)

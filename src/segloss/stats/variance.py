@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -210,12 +209,21 @@ def design_needed(components: Components, alpha: float, margin: float, vary: str
     return low
 
 
-def power(components: Components, alpha: float, margin: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Power:
     """What the observed design detects (``mde``), and the patients or seeds that would detect
-    ``margin`` (None where no design up to 100,000 does)."""
+    the margin (None where no design up to 100,000 does)."""
+
+    mde: float | None
+    patients_needed: int | None
+    seeds_needed: int | None
+
+
+def power(components: Components, alpha: float, margin: float) -> Power:
+    """:class:`Power` of the observed design against ``margin``."""
     mde = minimum_detectable(components, alpha)
-    return {
-        "mde": mde if math.isfinite(mde) else None,
-        "patients_needed": design_needed(components, alpha, margin, "patients"),
-        "seeds_needed": design_needed(components, alpha, margin, "seeds"),
-    }
+    return Power(
+        mde=mde if math.isfinite(mde) else None,
+        patients_needed=design_needed(components, alpha, margin, "patients"),
+        seeds_needed=design_needed(components, alpha, margin, "seeds"),
+    )
