@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +28,7 @@ from segloss.errors import SeglossError
 from segloss.fingerprint import factor_columns, level_prefix
 from segloss.io import atomic_path, write_json, write_text
 from segloss.report import factorial, figures, sections, tables, wording
+from segloss.report.document import Json, Verdict
 from segloss.report.factorial import Factor
 from segloss.report.render import Block, Image, to_html, to_markdown
 from segloss.report.verdict import PATIENT_METRICS, build_verdict, patient_scores
@@ -40,7 +40,7 @@ class BuiltReport:
     and what a caller logs: the verdict and the evaluate stage's ``per_model`` table."""
 
     paths: dict[str, Path]
-    verdict: dict[str, Any]
+    verdict: Verdict
     per_model: pd.DataFrame
 
 
@@ -130,7 +130,7 @@ def _overlays(
 
 def _figures(
     data: tables.Tables,
-    verdict: Mapping[str, Any],
+    verdict: Verdict,
     settings: ReportConfig,
     terciles: pd.DataFrame,
     overlays: Callable[[], Figure],
@@ -178,9 +178,7 @@ def _figures(
     return plots
 
 
-def _verdict(
-    data: tables.Tables, meta: Mapping[str, Any], settings: ReportConfig
-) -> dict[str, Any]:
+def _verdict(data: tables.Tables, meta: Json, settings: ReportConfig) -> Verdict:
     """The verdict with its headline sentence."""
     frames = {"per_image": data.per_image, "per_patient": data.per_patient}
     verdict = build_verdict(frames | {"per_model": data.per_model}, settings)
@@ -198,7 +196,7 @@ def _write(
     reports_dir: str | os.PathLike,
     images: Mapping[str, Image],
     blocks: list[Block],
-    verdict: Mapping[str, Any],
+    verdict: Verdict,
     title: str,
 ) -> dict[str, Path]:
     """Write ``figures/``, ``report.md``, ``report.html`` and ``verdict.json``."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -21,6 +20,7 @@ from segloss.config import ReportConfig
 from segloss.errors import SeglossError
 from segloss.fingerprint import factor_setting
 from segloss.report import figures
+from segloss.report.document import Json
 from segloss.report.render import Block, Heading, Image, Table, Text
 from segloss.report.tables import Tables, loss_label, loss_variants
 from segloss.report.verdict import PATIENT_METRICS, collapse_rates, patient_scores
@@ -86,7 +86,7 @@ def at_level(data: Tables, column: str, level: str) -> Tables:
 
 def factorial_verdict(
     data: Tables, factor: Factor, levels: list[str], settings: ReportConfig
-) -> dict[str, Any]:
+) -> Json:
     """verdict.json's ``interaction``: the candidate - baseline difference per level and
     their difference, each arm's collapse rates (with Fisher's test) and single-run risk."""
     baseline, candidate, metric = settings.baseline, settings.candidate, settings.metric
@@ -126,7 +126,7 @@ def spread(per_model: pd.DataFrame, factor: Factor, levels: list[str], threshold
     return figures.model_spread(values, order, threshold)
 
 
-def headline(result: Mapping[str, Any], factor: Factor) -> str:
+def headline(result: Json, factor: Factor) -> str:
     """The factorial result in one sentence, for the headline paragraph."""
     first, second = result["levels"]
     return (
@@ -137,7 +137,7 @@ def headline(result: Mapping[str, Any], factor: Factor) -> str:
     )
 
 
-def _meaning(r: Mapping[str, Any], first: str, second: str, name: str) -> str:
+def _meaning(r: Json, first: str, second: str, name: str) -> str:
     match r["verdict"]:
         case "better":
             return f"the edge is larger with {name}={first} than with {name}={second}"
@@ -150,7 +150,7 @@ def _meaning(r: Mapping[str, Any], first: str, second: str, name: str) -> str:
 
 
 def blocks(
-    result: Mapping[str, Any], per_model: pd.DataFrame, factor: Factor, images: Mapping[str, Image]
+    result: Json, per_model: pd.DataFrame, factor: Factor, images: Mapping[str, Image]
 ) -> list[Block]:
     """Section 7: the factorial comparison in a sentence, a table per level and the spread."""
     variants = loss_variants(per_model)

@@ -4,12 +4,10 @@ models came from, the verdict's numbers and each loss's mean test metrics, and t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
+from segloss.report.document import Verdict
 from segloss.scoring import SUMMARY_METRICS
 
 
@@ -18,7 +16,7 @@ def parent_runs(per_model: pd.DataFrame) -> list[str]:
     return [str(run_id) for run_id in per_model["mlflow_parent_run_id"].dropna().unique()]
 
 
-def parent_metrics(verdict: Mapping[str, Any], per_model: pd.DataFrame) -> dict[str, float]:
+def parent_metrics(verdict: Verdict, per_model: pd.DataFrame) -> dict[str, float]:
     """The numbers a sweep's parent run shows: ``verdict_mean_difference``, ``verdict_ci_low``,
     ``verdict_ci_high``, ``verdict_p_value``, ``verdict_margin`` (where defined), with a
     second factor ``interaction_difference``, ``interaction_ci_low``/``_high``, and
@@ -45,7 +43,7 @@ def parent_metrics(verdict: Mapping[str, Any], per_model: pd.DataFrame) -> dict[
     return {k: float(v) for k, v in values.items() if v is not None and np.isfinite(float(v))}
 
 
-def parent_tags(verdict: Mapping[str, Any]) -> dict[str, str]:
+def parent_tags(verdict: Verdict) -> dict[str, str]:
     """The outcome and the headline as tags (the headline is also the run's description)."""
     return {
         "verdict": verdict.get("verdict") or "none",

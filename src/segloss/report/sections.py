@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from segloss.report import tables
+from segloss.report.document import Json, Verdict
 from segloss.report.render import Block, Heading, Image, Table, Text
 from segloss.report.wording import (
     agreement_table,
@@ -24,7 +24,7 @@ from segloss.report.wording import (
 TITLE = "Does BCE+Dice beat BCE alone? Segmentation losses for brain-tumour MRI masks"
 
 
-def title(meta: Mapping[str, Any]) -> str:
+def title(meta: Json) -> str:
     """The report's title: :data:`TITLE`, or for folder data the data set's folder name."""
     if meta.get("source") != "folder":
         return TITLE
@@ -115,7 +115,7 @@ CAPTIONS = {
 }
 
 
-def _data_card(meta: Mapping[str, Any], card: Mapping[str, pd.DataFrame]) -> list[Block]:
+def _data_card(meta: Json, card: Mapping[str, pd.DataFrame]) -> list[Block]:
     """Section 1: the prepare stage's data card (imbalance, an all-background prediction)."""
     return [
         Heading("1. Data card"),
@@ -181,7 +181,7 @@ def _differences(
     ]
 
 
-def _verdict(verdict: Mapping[str, Any], images: Mapping[str, Image]) -> list[Block]:
+def _verdict(verdict: Verdict, images: Mapping[str, Image]) -> list[Block]:
     """Section 5: the verdict, how to read it, the comparisons and the variance shares."""
     friedman = (
         [
@@ -213,7 +213,7 @@ def _verdict(verdict: Mapping[str, Any], images: Mapping[str, Image]) -> list[Bl
     ]
 
 
-def _risk(verdict: Mapping[str, Any], images: Mapping[str, Image]) -> list[Block]:
+def _risk(verdict: Verdict, images: Mapping[str, Image]) -> list[Block]:
     """Collapse rates, the single-run risk and the spread of single models."""
     level, threshold = verdict["ci_level"], verdict.get("collapse_dice")
     test = verdict.get("collapse_test")
@@ -240,7 +240,7 @@ def _risk(verdict: Mapping[str, Any], images: Mapping[str, Image]) -> list[Block
 
 
 def _metric_agreement(
-    verdict: Mapping[str, Any], card: Mapping[str, pd.DataFrame], n_models: int
+    verdict: Verdict, card: Mapping[str, pd.DataFrame], n_models: int
 ) -> list[Block]:
     """Section 6: do the metrics rank this run's models alike, and which to trust."""
     return [
@@ -260,8 +260,8 @@ def _metric_agreement(
 
 def blocks(
     data: tables.Tables,
-    meta: Mapping[str, Any],
-    verdict: Mapping[str, Any],
+    meta: Json,
+    verdict: Verdict,
     card: Mapping[str, pd.DataFrame],
     terciles: pd.DataFrame,
     images: Mapping[str, Image],

@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
 
 import pandas as pd
 
 from segloss.config import ReportConfig
+from segloss.report.document import Comparison, Json, Verdict
 from segloss.report.tables import METRICS, loss_variants
 from segloss.stats import (
     Rate,
@@ -115,7 +115,7 @@ def collapse_rates(per_model: pd.DataFrame, threshold: float, level: float) -> d
     }
 
 
-def agreement(per_model: pd.DataFrame) -> list[dict[str, Any]]:
+def agreement(per_model: pd.DataFrame) -> list[Json]:
     """:func:`segloss.stats.metric_agreement` over the models of ``per_model``: with
     cross-validation a model is a (loss, seed) with its metrics averaged over folds, so
     every ranked model saw every fold's patients."""
@@ -132,7 +132,7 @@ def metric_verdicts(
     settings: ReportConfig,
     candidates: Sequence[str],
     margins: Mapping[str, float],
-) -> dict[str, dict[str, dict[str, Any]]]:
+) -> dict[str, dict[str, Json]]:
     """Per candidate loss, its comparison with the baseline on every metric of
     :data:`AGREEMENT_METRICS` that has a per-patient value (each patient's slices averaged;
     tumour slices only for ``dice_tumour_slices``; pooled Dice pools the whole test set, so it
@@ -154,7 +154,7 @@ def metric_verdicts(
         tumour = {"per_image": per_image[per_image["gt_pixels"] > 0]}
     else:
         scored.pop("dice_tumour_slices", None)
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+    out: dict[str, dict[str, Json]] = {}
     for loss in candidates:
         for name, (column, source, higher) in scored.items():
             frames = tables | tumour if name == "dice_tumour_slices" else tables
@@ -173,7 +173,7 @@ def metric_verdicts(
     return out
 
 
-def build_verdict(tables: Mapping[str, pd.DataFrame], settings: ReportConfig) -> dict:
+def build_verdict(tables: Mapping[str, pd.DataFrame], settings: ReportConfig) -> Verdict:
     """verdict.json from the evaluation tables (``per_image``, ``per_patient``, ``per_model``).
 
     Where the primary comparison is impossible (one loss only, or the baseline or candidate
@@ -187,7 +187,7 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: ReportConfig) ->
     margins = {**settings.margins, metric: settings.margin}
     margins |= {name: margins[name.split("_")[0]] for name in specs if name not in margins}
 
-    def compare(loss: str, name: str, spec=None, drop=()) -> dict[str, Any]:
+    def compare(loss: str, name: str, spec=None, drop=()) -> Comparison:
         column, source, higher = spec or specs[name]
         variant = {"baseline": variants.get(baseline), "candidate": variants.get(loss)}
         compared = paired_comparison(
@@ -203,7 +203,7 @@ def build_verdict(tables: Mapping[str, pd.DataFrame], settings: ReportConfig) ->
         )
         return {"variant": variant} | asdict(compared)
 
-    def with_sensitivity(loss: str, name: str) -> dict[str, Any]:
+    def with_sensitivity(loss: str, name: str) -> Comparison:
         result = compare(loss, name)
         drop = sorted(set(collapsed[baseline]) | set(collapsed[loss]))
         without = None
@@ -263,7 +263,7 @@ def _without_primary(
     losses: list[str],
     collapsed: Mapping[str, list[int]],
     variants: Mapping[str, str | None],
-) -> dict[str, Any]:
+) -> Comparison:
     """The primary comparison's fields, null, with the ``reason`` it is impossible."""
     baseline, candidate, metric = settings.baseline, settings.candidate, settings.metric
     if len(losses) < 2:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import pandas as pd
 
+from segloss.report.document import Comparison, Json, Verdict
 from segloss.report.tables import loss_label
 from segloss.report.verdict import REAL_SOURCES
 
@@ -29,12 +29,12 @@ def _percent(level: float) -> str:
     return f"{100 * level:g} %"
 
 
-def named(r: Mapping[str, Any], role: str) -> str:
+def named(r: Comparison, role: str) -> str:
     """A comparison's ``candidate`` or ``baseline`` with its variant: ``bce_dice (batch)``."""
     return loss_label(r[role], (r.get("variant") or {}).get(role))
 
 
-def outcome(r: Mapping[str, Any]) -> str:
+def outcome(r: Comparison) -> str:
     """One comparison's verdict with its numbers, e.g. for the headline or a sensitivity line."""
     cand, base, metric, m = named(r, "candidate"), named(r, "baseline"), r["metric"], r["margin"]
     numbers = (
@@ -65,7 +65,7 @@ def outcome(r: Mapping[str, Any]) -> str:
             )
 
 
-def _collapse(verdict: Mapping[str, Any], n_seeds: Mapping[str, int], threshold: float) -> str:
+def _collapse(verdict: Verdict, n_seeds: Mapping[str, int], threshold: float) -> str:
     names = [loss for loss, count in verdict["collapsed_seeds"].items() if count]
     if not names:
         return f"No model collapsed (best validation Dice below {threshold:g})."
@@ -89,7 +89,7 @@ def _collapse(verdict: Mapping[str, Any], n_seeds: Mapping[str, int], threshold:
     return f"{text}; neither {both} is affected."
 
 
-def _collapse_rates(verdict: Mapping[str, Any]) -> str:
+def _collapse_rates(verdict: Verdict) -> str:
     """The primary pair's collapse rates with exact intervals and Fisher's test."""
     rates, test = verdict["collapse"], verdict["collapse_test"]
     pair = [r for r in (verdict["baseline"], verdict["candidate"]) if r in rates]
@@ -104,7 +104,7 @@ def _collapse_rates(verdict: Mapping[str, Any]) -> str:
     )
 
 
-def _power(verdict: Mapping[str, Any]) -> str:
+def _power(verdict: Verdict) -> str:
     power, m = verdict["power"], verdict["margin"]
     design = f"{verdict['n_pairs']} patients x {verdict['n_seeds']} seed(s)"
     text = (
@@ -141,9 +141,9 @@ def _learning_rate(rates: Mapping[str, list[float]]) -> str:
 
 
 def headline(
-    verdict: Mapping[str, Any],
+    verdict: Verdict,
     source: str,
-    regime: Mapping[str, Any],
+    regime: Json,
     n_seeds: Mapping[str, int],
     collapse_dice: float,
 ) -> str:
@@ -194,7 +194,7 @@ def headline(
     return " ".join(parts)
 
 
-def comparison_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
+def comparison_table(verdict: Verdict) -> pd.DataFrame:
     """The primary comparison, then every secondary one (Holm-adjusted), one row each."""
     rows = [verdict, *verdict["comparisons"]] if verdict["verdict"] else verdict["comparisons"]
     table = pd.DataFrame(
@@ -225,11 +225,11 @@ def comparison_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
     return table.round(4)
 
 
-def _sensitivity(r: Mapping[str, Any] | None) -> str:
+def _sensitivity(r: Comparison | None) -> str:
     return "–" if not r else f"{_signed(r['mean_difference'])} {interval(r['ci'])} {r['verdict']}"
 
 
-def variance_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
+def variance_table(verdict: Verdict) -> pd.DataFrame:
     """Per loss, the shares of the headline metric's variance (patients, seeds, folds)."""
     variants = verdict.get("loss_variants", {})
     rows = [
@@ -251,9 +251,7 @@ def variance_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).round(3)
 
 
-def friedman_text(
-    friedman: Mapping[str, Any], metric: str, variants: Mapping[str, str | None]
-) -> str:
+def friedman_text(friedman: Json, metric: str, variants: Mapping[str, str | None]) -> str:
     """The omnibus test over every loss in one sentence (losses named with their variant)."""
     label = {loss: loss_label(loss, variants.get(loss)) for loss in friedman["mean_ranks"]}
     ranks = ", ".join(f"{label[loss]} {rank:.2f}" for loss, rank in friedman["mean_ranks"].items())
@@ -268,7 +266,7 @@ def friedman_text(
     )
 
 
-def collapse_table(rates: Mapping[str, Mapping[str, Any]], level: float) -> pd.DataFrame:
+def collapse_table(rates: Mapping[str, Json], level: float) -> pd.DataFrame:
     """One row per group (a loss, or an arm and loss): collapsed models of all, the rate and
     its exact interval."""
     return pd.DataFrame(
@@ -284,7 +282,7 @@ def collapse_table(rates: Mapping[str, Mapping[str, Any]], level: float) -> pd.D
     ).round(3)
 
 
-def superiority_text(r: Mapping[str, Any]) -> str:
+def superiority_text(r: Comparison) -> str:
     """The single-run risk of one comparison in a sentence."""
     s = r.get("superiority") or {}
     cand, base = named(r, "candidate"), named(r, "baseline")
@@ -299,7 +297,7 @@ def superiority_text(r: Mapping[str, Any]) -> str:
     )
 
 
-def agreement_table(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
+def agreement_table(rows: list[Json]) -> pd.DataFrame:
     """The pairs of metrics as a matrix: Kendall's tau between the models' orders, with the
     share of model pairs the two order differently in brackets."""
     names = list(dict.fromkeys([n for r in rows for n in (r["metric_a"], r["metric_b"])]))
@@ -310,7 +308,7 @@ def agreement_table(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
     return cells.rename_axis("τ (pairs reversed)").reset_index()
 
 
-def verdicts_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
+def verdicts_table(verdict: Verdict) -> pd.DataFrame:
     """Per candidate loss and metric: the difference from the baseline, its interval and
     verdict (``verdicts_by_metric``)."""
     variants = verdict.get("loss_variants", {})
@@ -330,14 +328,14 @@ def verdicts_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
     ).round(4)
 
 
-def metric_trust(verdict: Mapping[str, Any], n_models: int) -> str:
+def metric_trust(verdict: Verdict, n_models: int) -> str:
     """'Which metric to trust', written from this run's agreement numbers and verdicts."""
     primary = verdict["metric"]
     with_primary = [
         r for r in verdict["metric_agreement"] if primary in (r["metric_a"], r["metric_b"])
     ]
 
-    def other(r: Mapping[str, Any]) -> str:
+    def other(r: Json) -> str:
         return r["metric_b"] if r["metric_a"] == primary else r["metric_a"]
 
     parts = []

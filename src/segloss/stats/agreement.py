@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +21,7 @@ def discordant_share(a: np.ndarray, b: np.ndarray) -> float:
 
 def metric_agreement(
     models: pd.DataFrame, higher_is_better: Mapping[str, bool]
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     """For each pair of the metric columns of ``models`` (one row per model) named in
     ``higher_is_better``: Kendall's tau-b (``scipy.stats.kendalltau``) between the models'
     orders, each metric oriented so that higher is better (tau > 0: the metrics agree), and
