@@ -3,7 +3,10 @@
 Range checks live in each schema's ``__post_init__`` and raise :class:`ConfigError` with the
 setting's name. OmegaConf does not run ``__post_init__`` at composition (it reads the fields
 of the class), so :func:`from_mapping` builds the dataclass from a plain mapping, which runs
-the checks; missing keys take the schema's defaults, unknown keys are an error.
+the checks; missing keys take the schema's defaults, unknown keys are an error. Not
+``OmegaConf.to_object``, which also runs them: it raises on every ``???`` (``data.root`` of
+``data=lgg`` is an error only in the stage that reads it), and the stored settings of a
+checkpoint are plain mappings that must pass the same checks.
 """
 
 from __future__ import annotations
