@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from helpers import compose
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
@@ -66,8 +66,7 @@ def _env(monkeypatch):
 @functools.cache
 def _compose(conf: Path, *overrides: str, hydra: bool = False):
     """The composed config (cached: composing takes a second or two; callers only read it)."""
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+    return compose(*overrides, hydra=hydra, conf=conf)
 
 
 def _plain(cfg) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from helpers import compose
 
 from segloss.training import NOT_FINGERPRINTED
 
@@ -97,8 +97,7 @@ def _script(stage: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def composed():
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose("config", return_hydra_config=True)
+    return compose(hydra=True)
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cv_config, data_config, settings, stage_command
+from helpers import compose, cv_config, data_config, settings, stage_command
 
 from segloss.data import kaggle
 from segloss.data.folds import assign_folds, check_cv, fold_roles, sweep_values
@@ -93,18 +93,16 @@ def test_sweep_values_follow_cv_folds():
 
 
 def test_the_default_sweep_covers_every_fold():
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     import segloss.cli  # noqa: F401  (registers the resolver, as every entry point does)
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        for folds, expected in ((1, "null"), (4, "0,1,2,3")):
-            cfg = compose("config", overrides=[f"cv.folds={folds}"], return_hydra_config=True)
-            params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
-            assert params["cv.fold"] == expected
-        cfg = compose("config", overrides=["experiment=lgg_cv", "data.root=x"])
-        assert cfg.cv.folds == 3 and cfg.data.source == "lgg"
+    for folds, expected in ((1, "null"), (4, "0,1,2,3")):
+        cfg = compose(f"cv.folds={folds}", hydra=True)
+        params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+        assert params["cv.fold"] == expected
+    cfg = compose("experiment=lgg_cv", "data.root=x")
+    assert cfg.cv.folds == 3 and cfg.data.source == "lgg"
 
 
 def test_fold_models_have_their_own_folder():
@@ -124,27 +122,23 @@ def test_a_second_factors_levels_have_their_own_folder():
 
 
 def test_the_sampling_experiment_crosses_sampling_with_the_loss():
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     import segloss.cli  # noqa: F401  (registers the resolver, as every entry point does)
-    from segloss.config import validate
-    from segloss.errors import ConfigError
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        overrides = ["experiment=lgg_sampling", "data.root=x"]
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
-        assert params == {
-            "loss": "bce,bce_dice",
-            "seed": "0,1,2,3,4",
-            "cv.fold": "0,1,2",
-            "train.sampling": "uniform,foreground",
-        }
-        assert validate(cfg).factor == "train.sampling" and cfg.cv.folds == 3
-        for bad in ("train.nope", "data.image_size", "train.augment", "seed"):
-            with pytest.raises(ConfigError, match=r"^factor "):
-                validate(compose("config", overrides=[f"factor={bad}"]))
+    cfg = compose("experiment=lgg_sampling", "data.root=x", hydra=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+    assert params == {
+        "loss": "bce,bce_dice",
+        "seed": "0,1,2,3,4",
+        "cv.fold": "0,1,2",
+        "train.sampling": "uniform,foreground",
+    }
+    assert settings("experiment=lgg_sampling", "data.root=x").factor == "train.sampling"
+    assert cfg.cv.folds == 3
+    for bad in ("train.nope", "data.image_size", "train.augment", "seed"):
+        with pytest.raises(ConfigError, match=r"^factor "):
+            settings(f"factor={bad}")
 
 
 @pytest.fixture(scope="module")

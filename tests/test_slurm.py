@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import compose, runs
 from hydra.utils import instantiate
 from slurm_cluster import Cluster, slurm_cluster_fixture  # noqa: F401 (the fixture)
-from test_train_sweep import run_train, runs, split_parent
+from test_train_sweep import run_train, split_parent, uri
 
 from segloss.models import load_checkpoint
 
@@ -53,12 +53,8 @@ def submitit_job_ids(sweep_dir: Path) -> list[str]:
     ("launcher", "cpus", "device"), [("slurm", 4, "cpu"), ("slurm_gpu", 8, "cuda")]
 )
 def test_slurm_launcher_files_set_threads_to_cpus_and_the_device(repo_root, launcher, cpus, device):
-    with initialize_config_dir(str(repo_root / "conf"), version_base="1.3"):
-        cfg = compose("config", [f"hydra/launcher={launcher}"], return_hydra_config=True)
-        resized = compose(
-            "config", [f"hydra/launcher={launcher}", "hydra.launcher.cpus_per_task=3"],
-            return_hydra_config=True,
-        )  # fmt: skip
+    cfg = compose(f"hydra/launcher={launcher}", hydra=True)
+    resized = compose(f"hydra/launcher={launcher}", "hydra.launcher.cpus_per_task=3", hydra=True)
     assert cfg.hydra.launcher.cpus_per_task == cpus and cfg.hydra.launcher.timeout_min == 60
     assert cfg.hydra.launcher.mem_gb >= 8
     assert cfg.hydra.launcher.gpus_per_task == (1 if device == "cuda" else None)
@@ -74,13 +70,13 @@ def test_slurm_sweep_submits_an_array_and_every_model_and_run_comes_back(
     assert proc.returncode == 0, proc.stderr[-3000:]
     parent, children = split_parent(tmp_path)
     assert parent.status == "FINISHED"
-    assert sorted(children["tags.loss"]) == ["bce", "bce_dice"]
-    assert set(children.status) == {"FINISHED"}
+    assert sorted(c.tags["loss"] for c in children) == ["bce", "bce_dice"]
+    assert {c.status for c in children} == {"FINISHED"}
 
     # Both jobs are tasks of one array that went through sbatch to the test partition.
     ids = submitit_job_ids(tmp_path / "sweep")
     assert len(ids) == 2 and len({i.split("_")[0] for i in ids}) == 1, ids
-    assert sorted(children["tags.slurm_job_id"]) == ids
+    assert sorted(c.tags["slurm_job_id"] for c in children) == ids
     script = next((tmp_path / "sweep" / ".submitit").glob("*/*_submission.sh")).read_text()
     for flag in (
         f"--partition={slurm_cluster.partition}", "--cpus-per-task=1", "--mem=1GB", "--time=60"
@@ -92,27 +88,24 @@ def test_slurm_sweep_submits_an_array_and_every_model_and_run_comes_back(
         assert record["JobState"] == "COMPLETED" and record["Partition"] == slurm_cluster.partition
         assert record["ProcCnt"] == "1" and "mem=1G" in record["Tres"]
 
-    for _, child in children.iterrows():
-        out = tmp_path / "models" / child["tags.loss"] / "seed0"
+    for child in children:
+        out = tmp_path / "models" / child.tags["loss"] / "seed0"
         _, checkpoint = load_checkpoint(out / "model.pt")
-        assert checkpoint["mlflow_run_id"] == child.run_id
-        assert checkpoint["mlflow_parent_run_id"] == parent.run_id
+        assert checkpoint["mlflow_run_id"] == child.id
+        assert checkpoint["mlflow_parent_run_id"] == parent.id
         assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [1]
         # threads = CPUs per task, and the CPU, from conf/hydra/launcher/slurm.yaml
-        assert child["params.train.num_threads"] == "1"
-        assert child["params.train.device"] == "cpu"
+        assert child.params["train.num_threads"] == "1"
+        assert child.params["train.device"] == "cpu"
 
 
 def running_jobs(tmp: Path) -> dict[str, str]:
     """SLURM job id of each loss whose MLflow run is RUNNING (its job is training)."""
-    try:
-        frame = runs(tmp)
-    except Exception:  # the store does not exist yet
-        return {}
-    if "tags.slurm_job_id" not in frame or "tags.loss" not in frame:
-        return {}
-    running = frame[(frame.status == "RUNNING") & frame["tags.slurm_job_id"].notna()]
-    return dict(zip(running["tags.loss"], running["tags.slurm_job_id"], strict=True))
+    return {
+        r.tags["loss"]: r.tags["slurm_job_id"]
+        for r in runs(uri(tmp))
+        if r.status == "RUNNING" and "slurm_job_id" in r.tags and "loss" in r.tags
+    }
 
 
 def wait_for_running(tmp: Path, losses: set[str], timeout: float = 240) -> dict[str, str]:
@@ -150,11 +143,11 @@ def test_slurm_cancelled_job_is_killed_named_and_the_rerun_trains_only_it(
     assert f"loss bce, seed 0: SLURM job {job_id} ended CANCELLED" in proc.stderr
 
     parent, children = split_parent(tmp_path)
-    by_loss = {child["tags.loss"]: child for _, child in children.iterrows()}
+    by_loss = {child.tags["loss"]: child for child in children}
     killed, other = by_loss["bce"], by_loss["bce_dice"]
-    assert killed.status == "KILLED" and killed["tags.slurm_state"] == "CANCELLED"
-    assert killed["tags.reason"].startswith(f"SLURM job {job_id} ended CANCELLED")
-    assert f"MLflow run {killed.run_id} KILLED" in proc.stderr
+    assert killed.status == "KILLED" and killed.tags["slurm_state"] == "CANCELLED"
+    assert killed.tags["reason"].startswith(f"SLURM job {job_id} ended CANCELLED")
+    assert f"MLflow run {killed.id} KILLED" in proc.stderr
     assert other.status == "FINISHED"  # the other job ran to its end
     assert parent.status == "KILLED"
     models = tmp_path / "models"
@@ -169,13 +162,12 @@ def test_slurm_cancelled_job_is_killed_named_and_the_rerun_trains_only_it(
     assert again.returncode == 0, again.stderr[-3000:]
     assert done.stat().st_mtime_ns == first
     _, checkpoint = load_checkpoint(models / "bce" / "seed0" / "model.pt")
-    frame = runs(tmp_path)
-    rerun = frame[frame["tags.sweep_dir"] == str(tmp_path / "sweep2")]
-    assert len(rerun) == 1 and rerun.iloc[0].status == "FINISHED"
-    retrained = frame[frame["parent"] == rerun.iloc[0].run_id]
-    assert retrained["tags.loss"].tolist() == ["bce"]
-    assert retrained.status.tolist() == ["FINISHED"]
-    assert checkpoint["mlflow_run_id"] == retrained.iloc[0].run_id
+    found = runs(uri(tmp_path))
+    (rerun,) = [r for r in found if r.tags.get("sweep_dir") == str(tmp_path / "sweep2")]
+    assert rerun.status == "FINISHED"
+    (retrained,) = [r for r in found if r.parent == rerun.id]
+    assert (retrained.tags["loss"], retrained.status) == ("bce", "FINISHED")
+    assert checkpoint["mlflow_run_id"] == retrained.id
 
 
 @pytest.mark.slow
@@ -205,7 +197,8 @@ def test_slurm_sigterm_of_the_sweep_cancels_its_jobs(
         time.sleep(1)
     assert {finished[j]["JobState"] for j in jobs.values()} == {"CANCELLED"}
     parent, children = split_parent(tmp_path)
-    assert parent.status == "KILLED" and set(children.status) == {"KILLED"}, output[-3000:]
+    assert parent.status == "KILLED", output[-3000:]
+    assert {c.status for c in children} == {"KILLED"}, output[-3000:]
     assert not list((tmp_path / "models").glob("*/*/model.pt"))
 
 
@@ -237,14 +230,14 @@ def test_slurm_job_cancelled_before_it_starts_still_gets_a_failed_run(
     job_id = found["job_id"]
     assert proc.returncode != 0
     parent, children = split_parent(tmp_path)
-    by_loss = {child["tags.loss"]: child for _, child in children.iterrows()}
+    by_loss = {child.tags["loss"]: child for child in children}
     assert by_loss["bce"].status == "FINISHED"
     never = by_loss["bce_dice"]  # recorded by the launcher: the job never started training
-    assert never["tags.slurm_job_id"] == job_id and never["tags.seed"] == "0"
+    assert never.tags["slurm_job_id"] == job_id and never.tags["seed"] == "0"
     # Whether the controller keeps a record of a queued array task that is cancelled depends
     # on whether it had been split from the array yet; without a record (and no sacct here)
     # the job's end is known, not its state.
-    state = never["tags.slurm_state"]
+    state = never.tags["slurm_state"]
     assert (state, never.status) in {("CANCELLED", "KILLED"), ("UNKNOWN", "FAILED")}
     assert f"loss bce_dice, seed 0: SLURM job {job_id} ended {state}" in proc.stderr
     assert parent.status == never.status

@@ -6,8 +6,7 @@ import subprocess
 
 import pandas as pd
 import pytest
-from helpers import stage_command
-from hydra import compose, initialize_config_dir
+from helpers import compose, stage_command
 from omegaconf import OmegaConf
 
 from segloss.errors import SeglossError
@@ -57,14 +56,7 @@ def test_tuning_sweep_picks_a_rate_per_loss_and_experiment_tuned_uses_it(
     expected = runs.loc[runs.groupby("loss")["best_val_dice"].idxmax()].set_index("loss")["lr"]
     assert chosen == expected.to_dict()
     # experiment=tuned resolves each loss's train.lr from that file.
-    with initialize_config_dir(str(repo_root / "conf"), version_base="1.3"):
-        for loss in ("bce", "dice"):
-            cfg = compose(
-                "config",
-                overrides=[
-                    "experiment=tuned",
-                    f"loss={loss}",
-                    f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-                ],
-            )
-            assert cfg.train.lr == chosen[loss]
+    for loss in ("bce", "dice"):
+        searchpath = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+        cfg = compose("experiment=tuned", f"loss={loss}", searchpath)
+        assert cfg.train.lr == chosen[loss]
