@@ -219,8 +219,8 @@ def log_at_once(uri: str, runs: list[str], splits: list[Dataset]) -> None:
 def test_jobs_logging_one_data_set_at_once_all_record_it_on_postgresql(postgres_server):
     """Parallel jobs of one sweep log the same splits (same name and digest) when they start.
     The server's select-then-insert lets two of them insert one data set, and PostgreSQL
-    rejects the second ("duplicate key value violates unique constraint"): that job used to
-    fail (a CI run did). 8 jobs at once, 3 times, reproduce it every time without the retry."""
+    rejects the second ("duplicate key value violates unique constraint"); the retry finds the
+    row and reuses it. 8 jobs at once, 3 times, hit that race every time without the retry."""
     uri, _ = postgres_server
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("one-data-set-at-once")

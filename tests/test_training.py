@@ -139,7 +139,8 @@ def test_identity_augmentation_is_exact():
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "constant"])
 @pytest.mark.parametrize("total_steps", range(1, 13))
 def test_every_schedule_runs_any_number_of_steps(scheduler, total_steps):
-    """Short runs (1 epoch of a few batches) must not break the schedule (OneCycle at 5 did)."""
+    """Short runs (1 epoch of a few batches) keep every schedule finite, OneCycle's warm-up
+    ending at step 0 included."""
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([param], lr=1e-3)
     schedule = make_scheduler(

@@ -220,7 +220,3 @@ def quick_reuse(settings: Config) -> TrainSummary | None:
     except TypeError:  # a stamp of another version: the checkpoint decides
         return None
     return dataclasses.replace(summary, model_path=str(model), reused=True)
-
-
-def remove_stamp(out: Path) -> None:
-    (out / STAMP).unlink(missing_ok=True)
