@@ -25,7 +25,7 @@ from pathlib import Path
 
 from segloss.config import Config, plain
 
-Json = dict[str, object]  # a JSON object (meta.json, fingerprint.json, a run summary)
+Json = dict[str, object]  # a JSON object: meta.json, fingerprint.json, a serialised result
 
 # Config keys that do not change the trained weights: left out of the fingerprint, so logging
 # elsewhere or evaluating differently reuses a model (``data``: covered by the data hash).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-Json = dict[str, object]  # a JSON object: a serialised result, meta.json
+from segloss.fingerprint import Json  # a JSON object: a serialised result, meta.json
 
 
 class Comparison(TypedDict, total=False):
