@@ -185,6 +185,7 @@ class SeglossSlurmLauncher(SlurmLauncher):
         The job's own run may already have ended (KILLED by the SIGTERM SLURM sends); its
         status follows the SLURM state all the same, except that a FINISHED run stays so."""
         from segloss import slurm, tracking
+        from segloss.config import validate
         from segloss.sweep import PARENT_RUN_FILE
         from segloss.sweep.tracked import run_name
 
@@ -193,7 +194,7 @@ class SeglossSlurmLauncher(SlurmLauncher):
         if not parent_file.is_file():
             return f"no MLflow parent run ({parent_file} missing): not recorded"
         parent = parent_file.read_text().strip()
-        cfg = self._sweep_config(overrides)
+        cfg = validate(self._sweep_config(overrides))  # the job's settings, as it would have
         uri, experiment = cfg.tracking.uri, cfg.tracking.experiment
         status = tracking.KILLED if state.state in slurm.KILLED_STATES else tracking.FAILED
         tags = {tracking.SLURM_JOB_TAG: job_id, slurm.STATE_TAG: state.state}
