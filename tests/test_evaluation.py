@@ -41,11 +41,6 @@ TINY_MODEL = _TINY.model
 EVAL_CFG = _TINY.eval
 
 
-def _loss_config(loss: str) -> dict:
-    """The ``loss`` settings of ``loss=<loss>`` as the train stage stores them."""
-    return plain(settings(f"loss={loss}").loss)
-
-
 def write_checkpoint(models: Path, loss: str, seed: int, meta: dict, **data_overrides) -> Path:
     """An untrained model saved as the train stage saves one, with a two-epoch history."""
     torch.manual_seed(seed)
@@ -55,7 +50,8 @@ def write_checkpoint(models: Path, loss: str, seed: int, meta: dict, **data_over
     torch.save(
         {
             "state_dict": build_model(TINY_MODEL).state_dict(),
-            "config": {"model": plain(TINY_MODEL), "loss": _loss_config(loss), "seed": seed},
+            # the settings as the train stage stores them
+            "config": plain(settings(*TINY_OVERRIDES, f"loss={loss}", f"seed={seed}")),
             "data": data | data_overrides,
             "best_epoch": 2,
             "best_val_dice": 0.1,
@@ -174,6 +170,18 @@ def test_model_of_other_splits_is_refused(tiny_prepared, tmp_path):
     write_checkpoint(tmp_path / "models", "bce", 0, meta, splits=splits)
     with pytest.raises(SeglossError, match="test split's patients differ"):
         run(tmp_path, tiny_prepared)
+
+
+def test_model_whose_stored_settings_do_not_fit_the_schema_is_refused(tiny_prepared, tmp_path):
+    path = write_checkpoint(tmp_path / "models", "bce", 0, load_meta(tiny_prepared))
+    state = torch.load(path, weights_only=False)
+    state["config"]["train"]["epochz"] = 3  # a setting this version does not know
+    torch.save(state, path)
+    with pytest.raises(SeglossError) as caught:
+        run(tmp_path, tiny_prepared)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: its stored settings do not fit") and "epochz" in message
+    assert "\n" not in message and not (tmp_path / "predictions").exists()
 
 
 def _entry_point(name: str) -> ModuleType:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from segloss.config import Config, validate
 from segloss.data.prepared import fold_splits
 from segloss.errors import SeglossError
 from segloss.fingerprint import level_folder, level_of, level_prefix
@@ -99,15 +100,31 @@ def check_matches_data(checkpoint_data: Mapping, meta: Mapping, model_path: Path
         )
 
 
-def load_models(
-    checkpoints: list[Checkpoint], meta: Mapping, device: torch.device
-) -> list[tuple[Checkpoint, torch.nn.Module, dict]]:
-    """Load every checkpoint and check it against the data, then order them fold by fold
-    (so one fold's data is in memory at a time)."""
+@dataclass(frozen=True)
+class Loaded:
+    """A trained model ready to score: its place, weights, checkpoint facts and settings."""
+
+    checkpoint: Checkpoint
+    model: torch.nn.Module
+    state: dict[str, object]  # the checkpoint's dict without the weights (run ids, data, ...)
+    settings: Config  # what it was trained with, read back through the schema
+
+
+def load_models(checkpoints: list[Checkpoint], meta: Mapping, device: torch.device) -> list[Loaded]:
+    """Load every checkpoint and check it against the data and the schema, then order them
+    fold by fold (so one fold's data is in memory at a time)."""
     loaded = []
     for ckpt in checkpoints:
         model, state = load_checkpoint(ckpt.path, device=device)
         check_matches_data(state.get("data", {}), meta, ckpt.path)
-        loaded.append((ckpt, model, state))
-    loaded.sort(key=lambda item: -1 if item[0].fold is None else item[0].fold)
+        try:
+            settings = validate(state["config"])
+        except SeglossError as exc:
+            raise SeglossError(
+                f"{ckpt.path}: its stored settings do not fit this version's config ({exc}); "
+                "retrain it (`dvc repro train`)"
+            ) from None
+        facts = {k: v for k, v in state.items() if k != "state_dict"}
+        loaded.append(Loaded(ckpt, model, facts, settings))
+    loaded.sort(key=lambda item: -1 if item.checkpoint.fold is None else item.checkpoint.fold)
     return loaded

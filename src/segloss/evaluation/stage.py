@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 
 from segloss import scoring, stacks
-from segloss.config import EvalConfig, loss_config
+from segloss.config import EvalConfig
 from segloss.data.prepared import load_meta, n_folds
-from segloss.evaluation.checkpoints import Checkpoint, find_checkpoints, load_models
+from segloss.evaluation.checkpoints import Checkpoint, Loaded, find_checkpoints, load_models
 from segloss.evaluation.inference import FoldData, predict
 from segloss.evaluation.outputs import join_tables, save_predictions, write_tables
 from segloss.evaluation.summary import summary_row
@@ -56,9 +56,7 @@ def _history(path: Path) -> pd.DataFrame:
 
 
 def _score_model(
-    ckpt: Checkpoint,
-    model: torch.nn.Module,
-    state: Mapping,
+    loaded: Loaded,
     data: FoldData,
     settings: EvalConfig,
     units: Mapping,
@@ -67,10 +65,11 @@ def _score_model(
     factor: str | None,
 ) -> ModelResult:
     """Predict, upsample to the source size, save the masks and compute every table."""
+    ckpt, state = loaded.checkpoint, loaded.state
     ids = {"loss": ckpt.loss, "seed": ckpt.seed, "fold": 0 if ckpt.fold is None else ckpt.fold}
     if factor is not None:
         ids = {factor: ckpt.level} | ids
-    probs = predict(model, data, settings.batch_size, device)
+    probs = predict(loaded.model, data, settings.batch_size, device)
     masks = stacks.apply(lambda p: p >= settings.threshold, probs.test)
     save_predictions(pred_dir, ckpt.name, masks, data.test)
     scored = model_tables(masks, probs, data, settings, units, ids)
@@ -85,23 +84,20 @@ def _score_model(
         "calibration": scored.calibration,
         "learning_curves": history.assign(**ids),
     }
-    config = state.get("config", {})
     per_model = {
         **ids,
-        # checkpoints written before variants were named hold a per-image Dice
-        "loss_variant": loss_variant(loss_config(config["loss"])) if "loss" in config else None,
+        "loss_variant": loss_variant(loaded.settings.loss),
         "threshold": settings.threshold,
         "epochs": len(history),
         "best_epoch": state.get("best_epoch"),
         "best_val_dice": state.get("best_val_dice"),
         # The learning rate it was trained with: the report says whether it was shared.
-        "lr": config.get("train", {}).get("lr"),
+        "lr": loaded.settings.train.lr,
         "mlflow_run_id": state.get("mlflow_run_id"),
         "mlflow_parent_run_id": state.get("mlflow_parent_run_id"),
         **summary,
     }
-    facts = {k: v for k, v in state.items() if k != "state_dict"}
-    return ModelResult(ckpt, facts, tables, per_model, summary)
+    return ModelResult(ckpt, state, tables, per_model, summary)
 
 
 def score_models(
@@ -130,12 +126,12 @@ def score_models(
     results = []
     with atomic_path(predictions_dir) as pred_dir:
         pred_dir.mkdir()
-        for ckpt, model, state in loaded:
-            if ckpt.fold not in folds:
-                folds = {ckpt.fold: FoldData.load(prepared_dir, ckpt.fold)}  # one fold in memory
-            data = folds[ckpt.fold]
+        for item in loaded:
+            fold = item.checkpoint.fold
+            if fold not in folds:
+                folds = {fold: FoldData.load(prepared_dir, fold)}  # one fold in memory
             results.append(
-                _score_model(ckpt, model, state, data, settings, units, device, pred_dir, setting)
+                _score_model(item, folds[fold], settings, units, device, pred_dir, setting)
             )
     return Evaluation(results, meta, units, Path(predictions_dir))
 
