@@ -1,9 +1,8 @@
 """The prepare stage: source -> normalise -> resize -> patient split -> prepared arrays -> card.
 
-Middle floor: takes the ``data`` and ``cv`` configs as plain mappings (checked against their
-schemas, :mod:`segloss.config`) and the output paths. Every input
-file is read and validated before anything is written, and the prepared folder is written
-atomically, so a bad input leaves no partial ``data/prepared``.
+Takes the typed ``data`` and ``cv`` settings (:mod:`segloss.config`) and the output paths.
+Every input file is read and validated before anything is written, and the prepared folder
+is written atomically, so a bad input leaves no partial ``data/prepared``.
 """
 
 from __future__ import annotations
