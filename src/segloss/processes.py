@@ -50,6 +50,8 @@ def watch(pid: int, started: float | None, interval: float = 1.0) -> threading.T
 
 
 _RECEIVED: list[str] = []  # names of the signals turned into KeyboardInterrupt, in order
+_HELD: list[str] = []  # signals received inside the main thread's uninterrupted() blocks
+_DEPTH = [0]  # how deep the main thread is in uninterrupted() blocks
 
 
 def received_signal() -> str | None:
@@ -75,6 +77,9 @@ def sigterm_as_interrupt(signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterat
     def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         _RECEIVED.append(name)
+        if _DEPTH[0]:
+            _HELD.append(name)  # raised when the block ends
+            return
         raise KeyboardInterrupt(name)
 
     previous = {signum: signal.signal(signum, handler) for signum in signals}
@@ -83,3 +88,23 @@ def sigterm_as_interrupt(signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterat
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold back the KeyboardInterrupt of :func:`sigterm_as_interrupt` while the main thread
+    runs the block, and raise it when the block ends. A tracking-store write cut off midway
+    leaves its SQLite transaction open, and every later write of the process (ending the run
+    KILLED) then fails "database is locked". Other threads run the block unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        _DEPTH[0] -= 1
+        if not _DEPTH[0] and _HELD:
+            name = _HELD[0]
+            _HELD.clear()
+            raise KeyboardInterrupt(name)

@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
 from segloss.errors import SeglossError
+from segloss.processes import uninterrupted
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -77,7 +78,8 @@ def retry_locked(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         sleep=lambda seconds: time.sleep(seconds),  # looked up at call time (tests patch it)
         reraise=True,
     )
-    return retrying(fn, *args, **kwargs)
+    with uninterrupted():  # a signal waits for the store call to end (see uninterrupted)
+        return retrying(fn, *args, **kwargs)
 
 
 def check_reachable(uri: str | None, timeout: float = 5.0) -> None:
